@@ -1,0 +1,92 @@
+"""Which generator layers train, and the adaptive choice of them ("auto k").
+
+In rosinality's generator, w index 0 drives conv1, index 1 drives to_rgb1, and for block j the two convs
+are driven by 1+2j and 2+2j and its ToRGB by 3+2j. The reference implementation maps index i to
+[conv1, to_rgb1, convs[0], convs[1], ...][i] instead, one place off; `layer_map="reference"` keeps that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from nada_sweep.models.stylegan2 import Generator
+
+
+def default_trainable(generator: Generator) -> list[nn.Module]:
+    """The layers trained when no selection runs: constant input, conv1 and every styled conv."""
+    return [generator.input, generator.conv1, *generator.convs]
+
+
+def layers_driven_by(generator: Generator, index: int) -> list[nn.Module]:
+    """The trainable (non-ToRGB) layers whose style comes from w index `index`."""
+    if index == 0:
+        return [generator.conv1]
+    if 1 <= index <= len(generator.convs):
+        return [generator.convs[index - 1]]
+    return []  # the last index only drives the final ToRGB, which stays frozen
+
+
+def reference_layers_for(generator: Generator, index: int) -> list[nn.Module]:
+    """The reference's (off-by-one) choice for w index `index`, reproduced exactly."""
+    candidates = [generator.conv1, generator.to_rgb1, *generator.convs]
+    return [candidates[index]]
+
+
+LAYER_MAPS: dict[str, Callable[[Generator, int], list[nn.Module]]] = {
+    "true": layers_driven_by,
+    "reference": reference_layers_for,
+}
+
+
+def set_trainable(generator: Generator, layers: Sequence[nn.Module]) -> None:
+    """Freeze every parameter of `generator`, then unfreeze those of `layers`."""
+    generator.requires_grad_(False)
+    for layer in layers:
+        layer.requires_grad_(True)
+
+
+def pick_w_indices(
+    generator: Generator,
+    w0: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    k: int,
+    iters: int,
+    *,
+    weight_gradients: bool = False,
+    lr: float = 0.01,
+    randomize_noise: bool = True,
+) -> list[int]:
+    """Optimise W+ copies of `w0` against `loss_fn` and return the k w indices that moved most.
+
+    `weight_gradients=True` reproduces the reference, which leaves every generator weight requiring
+    gradients during this search; the chosen indices are the same, the work is not.
+    """
+    previous = [p.requires_grad for p in generator.parameters()]
+    generator.requires_grad_(weight_gradients)
+    w_start = w0.detach().unsqueeze(1).repeat(1, generator.n_latent, 1)
+    w_plus = w_start.clone().requires_grad_(True)
+    optimiser = torch.optim.SGD([w_plus], lr=lr)
+    for _ in range(iters):
+        image = generator([w_plus], input_is_latent=True, randomize_noise=randomize_noise)[0]
+        loss = loss_fn(image)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    for parameter, flag in zip(generator.parameters(), previous):
+        parameter.requires_grad_(flag)
+        parameter.grad = None
+    movement = (w_plus.detach() - w_start).abs().mean(dim=-1).mean(dim=0)
+    return torch.topk(movement, k).indices.tolist()
+
+
+def layers_for_indices(generator: Generator, indices: Sequence[int], layer_map: str) -> list[nn.Module]:
+    """The distinct layers the chosen w indices map to, in generator order."""
+    mapper = LAYER_MAPS[layer_map]
+    chosen: dict[int, nn.Module] = {}
+    for index in indices:
+        for layer in mapper(generator, index):
+            chosen[id(layer)] = layer
+    return list(chosen.values())

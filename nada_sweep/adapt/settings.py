@@ -1,0 +1,104 @@
+"""Typed settings of one adaptation run.
+
+`TrainSettings` holds everything a sweep may search over or a domain may override; `AdaptConfig` adds what
+identifies the run (generator, prompts, CLIP ensemble). Field descriptions double as CLI/README help.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The reference scales the user-facing lr by g_reg_every / (g_reg_every + 1) with g_reg_every = 4; we keep
+# "lr" as the number users know from the reference's README and apply the same factor inside the optimiser.
+REFERENCE_LR_SCALE = 4 / 5
+
+SelectMetric = Literal["clip_direction", "clip_quality", "diversity", "diversity_ratio", "preservation", "loss"]
+
+
+class ClipSpec(BaseModel):
+    """One member of the CLIP ensemble that guides training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="OpenAI CLIP name (ViT-B/32, ...), a local .pt file, or builtin:tiny")
+    weight: float = Field(1.0, gt=0, description="weight of this model's loss in the ensemble sum")
+
+
+class TrainSettings(BaseModel):
+    """Hyperparameters of one adaptation; every field may be searched or overridden per domain."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    steps: int = Field(300, gt=0, description="training steps (the trial's budget)")
+    batch: int = Field(2, gt=0, description="latents per training step")
+    lr: float = Field(0.002, gt=0, description="learning rate as in the reference README; Adam runs at lr * 4/5")
+    k: int = Field(
+        0, ge=0, description="adaptive layer selection: train the k most-moved w indices each step (0 = off)"
+    )
+    auto_layer_iters: int = Field(1, ge=0, description="W+ optimisation steps used to pick the k layers (0 = off)")
+    auto_layer_batch: int = Field(8, gt=0, description="latents used to pick the k layers")
+    auto_layer_every: int = Field(1, gt=0, description="re-pick the k layers every this many steps")
+    layer_map: Literal["true", "reference"] = Field(
+        "true",
+        description="w index -> layer map: 'true' = the layers an index really drives; "
+        "'reference' = StyleGAN-NADA's off-by-one map, for exact reproduction",
+    )
+    mixing: float = Field(0.0, ge=0, le=1, description="style-mixing probability of training latents")
+    lambda_direction: float = Field(1.0, ge=0, description="weight of the directional CLIP loss")
+    lambda_global: float = Field(0.0, ge=0, description="weight of the global CLIP loss")
+    lambda_manifold: float = Field(0.0, ge=0, description="weight of the manifold (similarity-preserving) loss")
+    lambda_patch: float = Field(0.0, ge=0, description="weight of the patch-level directional loss")
+    eval_every: int = Field(50, gt=0, description="evaluate, save samples and report metrics every this many steps")
+    n_samples: int = Field(8, gt=0, le=64, description="fixed latents rendered in each sample grid")
+    n_eval: int = Field(16, gt=1, description="fixed latents on which metrics are computed")
+    sample_truncation: float = Field(0.7, gt=0, le=1, description="truncation of sample/eval latents")
+    seed: int = Field(0, description="seed of training latents and noise")
+    sample_seed: int = Field(
+        0, description="seed of the fixed sample/eval latents (keep it equal across trials to compare them)"
+    )
+    faithful: bool = Field(
+        False,
+        description="reproduce the reference's order of work (frozen side every step, weight gradients during "
+        "layer selection) -- slower, same math; for comparison",
+    )
+
+    @model_validator(mode="after")
+    def _samples_are_eval_latents(self) -> TrainSettings:
+        if self.n_samples > self.n_eval:
+            raise ValueError(f"n_samples ({self.n_samples}) must not exceed n_eval ({self.n_eval})")
+        return self
+
+
+class AdaptConfig(TrainSettings):
+    """Everything one adaptation run needs."""
+
+    generator: str = Field("builtin:tiny", description="rosinality-format .pt file, or builtin:tiny")
+    source: str = Field("photo", description="text describing the generator's domain")
+    target: str | None = Field(None, description="text describing the target domain")
+    target_images: str | None = Field(
+        None, description="folder of style images: image-guided target instead of target text"
+    )
+    clip: list[ClipSpec] = Field(
+        default_factory=lambda: [ClipSpec(name="ViT-B/32", weight=1.0)],
+        min_length=1,
+        description="CLIP ensemble guiding the training",
+    )
+    eval_clip: str | None = Field(
+        None, description="CLIP model that computes the metrics (default: the first training model)"
+    )
+    select_metric: SelectMetric = Field(
+        "clip_direction", description="eval metric that picks the best step (its weights go to generator.pt)"
+    )
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+
+    @model_validator(mode="after")
+    def _needs_a_target(self) -> AdaptConfig:
+        if not self.target and not self.target_images:
+            raise ValueError("give a target text ('target') or a folder of style images ('target_images')")
+        return self
+
+    @property
+    def eval_clip_name(self) -> str:
+        return self.eval_clip or self.clip[0].name

@@ -1,0 +1,185 @@
+"""The `nada-sweep` command line: run | validate | adapt | report | generate | models.
+
+Every bad input ends as one message naming the file/field/value and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pydantic
+from rich.console import Console
+
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.errors import UserError, describe_validation_error
+
+console = Console(stderr=True)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _field_type(annotation: object) -> tuple[Callable[[str], object] | None, Sequence[str] | None]:
+    """argparse type and choices for a pydantic field annotation (int, float, str, bool, Literal, X | None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return str, typing.get_args(annotation)
+    return annotation if annotation in (int, float, str) else None, None
+
+
+def _add_model_options(parser: argparse.ArgumentParser, model: type[pydantic.BaseModel], skip: set[str]) -> None:
+    """One --option per field, its help and default taken from the schema so the two never disagree."""
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = info.get_default(call_default_factory=True)
+        text = f"{info.description} (default: {default})"
+        if info.annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+            continue
+        kind, choices = _field_type(info.annotation)
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=text)
+
+
+def _parse_clip_options(values: list[str] | None) -> list[ClipSpec] | None:
+    from nada_sweep.models.clip_models import parse_clip_arg
+
+    if not values:
+        return None
+    return [ClipSpec(name=name, weight=weight) for name, weight in map(parse_clip_arg, values)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "run"
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from nada_sweep.adapt.trainer import run_adaptation
+    from nada_sweep.run_files import CONFIG, RunFolder, read_json
+
+    fields = {name: getattr(args, name) for name in AdaptConfig.model_fields if getattr(args, name, None) is not None}
+    clip = _parse_clip_options(args.clip)
+    if clip:
+        fields["clip"] = clip
+    try:
+        config = AdaptConfig(**fields)
+    except pydantic.ValidationError as error:
+        raise describe_validation_error(error, "command line") from None
+    out = Path(args.out or Path("results") / "adapt" / _slug(config.target or Path(config.target_images).name))
+    folder = RunFolder(out)
+    if out.exists() and any(out.iterdir()):
+        if not folder.path(CONFIG).exists():
+            raise UserError(f"--out: {out} is a non-empty folder that holds no nada-sweep run; choose another")
+        if args.overwrite:
+            shutil.rmtree(out)
+        elif folder.is_finished():
+            raise UserError(f"--out: {out} already holds a finished run; pass --overwrite to replace it")
+    summary = run_adaptation(config, out, on_eval=_print_eval)
+    best = summary.best_metrics
+    console.print(
+        f"[bold green]done[/] {summary.steps_done} steps -> {out}  best step {summary.best_step}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k != "elapsed_s")
+    )
+    label = read_json(folder.path(CONFIG)).get("label")
+    if label:
+        console.print(f"[yellow]{label}[/]")
+    return 0
+
+
+def _print_eval(entry: dict) -> None:
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float) and k != "elapsed_s")
+    console.print(f"step {entry['step']}: {shown}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from nada_sweep.generate import generate_grid
+
+    if args.n <= 0:
+        raise UserError(f"--n: {args.n} must be a positive number of images")
+    if not 0 < args.truncation <= 1:
+        raise UserError(f"--truncation: {args.truncation} must be in (0, 1]")
+    out = generate_grid(args.generator, Path(args.out), n=args.n, seed=args.seed, truncation=args.truncation,
+                        device=args.device)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import clip
+
+    print("CLIP models:", ", ".join([*clip.available_models(), "builtin:tiny"]))
+    print("Generators: any rosinality-format .pt file, or builtin:tiny (random weights, for demos and tests)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nada-sweep",
+        description="StyleGAN-NADA domain adaptation for many text-described domains, swept on Ray Tune.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    adapt = commands.add_parser(
+        "adapt",
+        help="adapt one generator to one target domain (no Ray)",
+        formatter_class=_HelpFormatter,
+        description="Fine-tune a copy of a StyleGAN2 generator so that its images move from SOURCE to TARGET "
+        "along CLIP's text direction (StyleGAN-NADA).",
+    )
+    adapt.add_argument(
+        "--clip",
+        action="append",
+        metavar="NAME[=WEIGHT]",
+        help="CLIP model guiding the training, repeat for an ensemble: an OpenAI name (ViT-B/32), a local .pt "
+        "file or builtin:tiny; WEIGHT scales its loss (default: ViT-B/32=1.0)",
+    )
+    _add_model_options(adapt, AdaptConfig, skip={"clip"})
+    adapt.add_argument("--out", help="run folder (default: results/adapt/<target>)")
+    adapt.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    adapt.set_defaults(handler=cmd_adapt)
+
+    generate = commands.add_parser(
+        "generate", help="render samples of a generator file into a PNG grid", formatter_class=_HelpFormatter
+    )
+    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), or builtin:tiny")
+    generate.add_argument("--n", type=int, default=16, help="number of images")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    generate.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none)")
+    generate.add_argument("--out", default="grid.png", help="PNG file to write")
+    generate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    generate.set_defaults(handler=cmd_generate)
+
+    models = commands.add_parser("models", help="list the CLIP model names and generator presets")
+    models.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"nada-sweep: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nada-sweep: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

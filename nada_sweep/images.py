@@ -1,0 +1,28 @@
+"""Image grids written as PNG, labelled when they come from random-weight demo models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, PngImagePlugin
+from torchvision.utils import make_grid
+
+from nada_sweep.run_files import atomic_write
+
+PNG_LABEL_KEY = "nada-sweep"
+
+
+def save_grid(images: torch.Tensor, path: Path, label: str | None = None, nrow: int | None = None) -> None:
+    """Write images in [-1, 1] as one PNG grid (one row by default); `label` goes into a PNG text chunk."""
+    grid = make_grid(
+        images.detach().float().cpu().clamp(-1, 1),
+        nrow=nrow or len(images),
+        normalize=True,
+        value_range=(-1, 1),
+    )
+    array = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
+    info = PngImagePlugin.PngInfo()
+    if label:
+        info.add_text(PNG_LABEL_KEY, label)
+    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
