@@ -76,6 +76,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     clip = _parse_clip_options(args.clip)
     if clip:
         fields["clip"] = clip
+    if args.mapper_steps:
+        fields["mapper"] = {"steps": args.mapper_steps}
     try:
         config = AdaptConfig(**fields)
     except pydantic.ValidationError as error:
@@ -113,9 +115,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--n: {args.n} must be a positive number of images")
     if not 0 < args.truncation <= 1:
         raise UserError(f"--truncation: {args.truncation} must be in (0, 1]")
-    out = generate_grid(args.generator, Path(args.out), n=args.n, seed=args.seed, truncation=args.truncation,
-                        device=args.device)
-    console.print(f"wrote {out}")
+    out, mapped = generate_grid(
+        args.generator,
+        Path(args.out),
+        n=args.n,
+        seed=args.seed,
+        truncation=args.truncation,
+        device=args.device,
+        use_mapper=not args.no_mapper,
+    )
+    console.print(f"wrote {out}" + (" (latent mapper applied)" if mapped else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nada_sweep.report import build_report, print_best_table
+
+    print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
+    index = build_report(
+        args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console
+    )
+    console.print(f"gallery: {index}")
     return 0
 
 
@@ -148,7 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CLIP model guiding the training, repeat for an ensemble: an OpenAI name (ViT-B/32), a local .pt "
         "file or builtin:tiny; WEIGHT scales its loss (default: ViT-B/32=1.0)",
     )
-    _add_model_options(adapt, AdaptConfig, skip={"clip"})
+    adapt.add_argument(
+        "--mapper-steps",
+        type=int,
+        default=0,
+        help="train a latent mapper for this many steps after adaptation (0 = no mapper; other mapper "
+        "settings at their defaults, see the README)",
+    )
+    _add_model_options(adapt, AdaptConfig, skip={"clip", "mapper"})
     adapt.add_argument("--out", help="run folder (default: results/adapt/<target>)")
     adapt.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
     adapt.set_defaults(handler=cmd_adapt)
@@ -162,7 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none)")
     generate.add_argument("--out", default="grid.png", help="PNG file to write")
     generate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    generate.add_argument("--no-mapper", action="store_true", help="ignore a mapper.pt saved beside the generator")
     generate.set_defaults(handler=cmd_generate)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild leaderboard, gallery and plots of a (finished or half-finished) sweep from disk",
+        formatter_class=_HelpFormatter,
+    )
+    report.add_argument("results_dir", help="the sweep's results folder, e.g. results/ffhq")
+    report.add_argument("--metric", help="metric that picks each domain's best trial (default: the sweep's)")
+    report.add_argument(
+        "--collapse-threshold",
+        type=float,
+        help="diversity_ratio below which a trial counts as collapsed (default: the sweep's)",
+    )
+    report.set_defaults(handler=cmd_report)
 
     models = commands.add_parser("models", help="list the CLIP model names and generator presets")
     models.set_defaults(handler=cmd_models)

@@ -6,20 +6,36 @@ import math
 from pathlib import Path
 
 from nada_sweep.adapt.trainer import RANDOM_WEIGHT_LABEL, resolve_device
+from nada_sweep.adapt.mapper import load_mapper, mapped_latents
 from nada_sweep.images import save_grid
 from nada_sweep.models.checkpoints import load_generator
+from nada_sweep.run_files import MAPPER
 from nada_sweep.sampling import fixed_latents, render
 
 
 def generate_grid(
-    generator: str, out: Path, *, n: int = 16, seed: int = 0, truncation: float = 1.0, device: str = "auto"
-) -> Path:
-    """Render `n` seeded samples of `generator` into one roughly square PNG grid at `out`."""
-    loaded = load_generator(generator, resolve_device(device))
+    generator: str,
+    out: Path,
+    *,
+    n: int = 16,
+    seed: int = 0,
+    truncation: float = 1.0,
+    device: str = "auto",
+    use_mapper: bool = True,
+) -> tuple[Path, bool]:
+    """Render `n` seeded samples of `generator` into one roughly square PNG grid at `out`.
+
+    A latent mapper saved beside the generator file (mapper.pt) is applied unless `use_mapper` is False.
+    Returns the grid's path and whether a mapper was applied.
+    """
+    torch_device = resolve_device(device)
+    loaded = load_generator(generator, torch_device)
     g = loaded.generator.eval()
+    mapper_path = Path(generator).with_name(MAPPER)
+    mapper = load_mapper(mapper_path, torch_device) if use_mapper and mapper_path.is_file() else None
     w = fixed_latents(g, n, seed, truncation, loaded.latent_avg)
-    images = render(g, w)
+    images = render(g, mapped_latents(mapper, g, w) if mapper else w)
     label = RANDOM_WEIGHT_LABEL if loaded.metadata.get("random_weights") else None
     save_grid(images, out, label, nrow=math.ceil(math.sqrt(n)))
-    return out
+    return out, mapper is not None
 

@@ -18,8 +18,11 @@ STATUS = "status.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
 GENERATOR = "generator.pt"
+MAPPER = "mapper.pt"  # beside the generator it was trained on
 SAMPLES = "samples"
 SOURCE_SAMPLES = "source.png"
+MAPPER_SAMPLES = "mapper.png"
+MAPPER_METRICS = "mapper_metrics.json"
 
 FINISHED = "ok"
 

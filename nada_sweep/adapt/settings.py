@@ -26,6 +26,27 @@ class ClipSpec(BaseModel):
     weight: float = Field(1.0, gt=0, description="weight of this model's loss in the ensemble sum")
 
 
+MapperGroup = Literal["coarse", "medium", "fine"]
+
+
+class MapperSettings(BaseModel):
+    """The mapper stage of a run; absent (null) means no mapper."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(200, gt=0, description="mapper training steps (after the adaptation steps)")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate of the mapper")
+    lambda_l2: float = Field(0.8, ge=0, description="weight of the L2 penalty on the latent offset")
+    groups: list[MapperGroup] = Field(
+        default_factory=lambda: ["coarse", "medium", "fine"],
+        min_length=1,
+        description="groups of w indices the mapper may move",
+    )
+    batch: int = Field(4, gt=0, description="latents per mapper step")
+    scale: float = Field(0.1, gt=0, description="factor applied to the predicted offset")
+    depth: int = Field(4, gt=0, description="linear layers per group MLP")
+
+
 class TrainSettings(BaseModel):
     """Hyperparameters of one adaptation; every field may be searched or overridden per domain."""
 
@@ -57,6 +78,9 @@ class TrainSettings(BaseModel):
     seed: int = Field(0, description="seed of training latents and noise")
     sample_seed: int = Field(
         0, description="seed of the fixed sample/eval latents (keep it equal across trials to compare them)"
+    )
+    mapper: MapperSettings | None = Field(
+        None, description="latent-mapper stage after the adaptation steps (off when absent)"
     )
     faithful: bool = Field(
         False,

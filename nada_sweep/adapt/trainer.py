@@ -21,13 +21,15 @@ from typing import Any, Protocol
 import torch
 
 from nada_sweep.adapt.layers import default_trainable, layers_for_indices, pick_w_indices, set_trainable
+from nada_sweep.adapt.mapper import LatentMapper, mapped_latents, save_mapper, train_mapper
 from nada_sweep.adapt.losses import ClipGuidance, template_text_embedding
 from nada_sweep.adapt.settings import REFERENCE_LR_SCALE, AdaptConfig
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.models.checkpoints import LoadedGenerator, load_generator, save_generator
+from nada_sweep.models.stylegan2 import Generator
 from nada_sweep.models.clip_models import ClipModel, check_prompt, load_clip
-from nada_sweep.report.metrics import LOWER_IS_BETTER, diversity, evaluate_embeddings
+from nada_sweep.report.metrics import diversity, evaluate_embeddings, is_better
 from nada_sweep import run_files
 from nada_sweep.run_files import RunFolder
 from nada_sweep.sampling import fixed_latents, render
@@ -170,20 +172,16 @@ class Evaluator:
         with torch.no_grad():
             return torch.cat([self.clip.encode_images(chunk) for chunk in images.split(EVAL_CHUNK)]).float()
 
-    def evaluate(self) -> tuple[dict[str, float | None], torch.Tensor]:
-        images = render(self.adaptation.g_train, self.w, EVAL_CHUNK)
+    def evaluate(
+        self, generator: Generator | None = None, mapper: LatentMapper | None = None
+    ) -> tuple[dict[str, float | None], torch.Tensor]:
+        """Metrics and sample images of `generator` (default: the one in training), through `mapper` if given."""
+        generator = generator or self.adaptation.g_train
+        images = render(generator, mapped_latents(mapper, generator, self.w), EVAL_CHUNK)
         metrics = evaluate_embeddings(
             self.source_embeddings, self.embed(images), self.direction, self.target_text, self.source_diversity
         )
         return metrics, images[: self.config.n_samples]
-
-
-def is_better(metric: str, value: float | None, best: float | None) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    if best is None:
-        return True
-    return value < best if metric in LOWER_IS_BETTER else value >= best  # ties go to the later step
 
 
 def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
@@ -229,7 +227,24 @@ def run_adaptation(
     _claim_folder(folder, config_record)
     if folder.is_finished():
         return _summary_from_disk(folder, reused=True)
+    try:
+        return _train(config, folder, config_record, on_eval, frozen_side)
+    except TrainingDiverged:
+        raise
+    except BaseException as error:  # recorded for the report, then passed on unchanged
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        previous = folder.status() or {}
+        folder.write_status(status=status, step=previous.get("step", 0), error=f"{type(error).__name__}: {error}")
+        raise
 
+
+def _train(
+    config: AdaptConfig,
+    folder: RunFolder,
+    config_record: dict[str, Any],
+    on_eval: Callable[[dict[str, Any]], None] | None,
+    frozen_side: Callable[[Adaptation], FrozenSide] | None,
+) -> RunSummary:
     device = resolve_device(config.device)
     loaded = load_generator(config.generator, device)
     check_config_against_models(config, loaded.generator.n_latent)
@@ -268,9 +283,27 @@ def run_adaptation(
             folder.write_status(status="running", step=done, error=None)
             if on_eval:
                 on_eval(entry)
+    if config.mapper:
+        _mapper_stage(config, folder, adaptation, evaluator, label)
     folder.path(run_files.STATE).unlink(missing_ok=True)
     folder.write_status(status=run_files.FINISHED, step=config.steps, error=None, best_step=progress.best_step)
     return _summary_from_disk(folder)
+
+
+def _mapper_stage(
+    config: AdaptConfig, folder: RunFolder, adaptation: Adaptation, evaluator: Evaluator, label: str | None
+) -> None:
+    """Train the latent mapper on the best step's weights; its metrics go to mapper_metrics.json."""
+    adapted = copy.deepcopy(adaptation.g_train).eval()
+    best = torch.load(folder.path(run_files.GENERATOR), map_location=adaptation.device, weights_only=True)
+    adapted.load_state_dict(best["g_ema"])
+    mapper, clip_losses = train_mapper(adapted, config.mapper, adaptation.guidance.global_text_loss, seed=config.seed)
+    save_mapper(folder.path(run_files.MAPPER), mapper)
+    metrics, samples = evaluator.evaluate(adapted, mapper)
+    record = {f"mapper_{name}": value for name, value in metrics.items()}
+    record |= {"mapper_clip_loss_first": clip_losses[0], "mapper_clip_loss_last": clip_losses[-1]}
+    run_files.write_json(folder.path(run_files.MAPPER_METRICS), record)
+    save_grid(samples, folder.samples / run_files.MAPPER_SAMPLES, label)
 
 
 def _image_target_samples(adaptation: Adaptation) -> torch.Tensor:
@@ -294,13 +327,14 @@ def _claim_folder(folder: RunFolder, config_record: dict[str, Any]) -> None:
     path = folder.path(run_files.CONFIG)
     if path.exists():
         existing = run_files.read_json(path)
-        if existing.get("config") != config_record["config"]:
+        # A run that failed before its first eval holds nothing worth keeping; its folder may be reused.
+        holds_work = folder.history() or folder.path(run_files.STATE).exists() or folder.is_finished()
+        if existing.get("config") != config_record["config"] and holds_work:
             raise UserError(
                 f"{folder.root}: holds a run with a different configuration; choose another output folder "
                 "or start over explicitly (adapt --overwrite, run --fresh)"
             )
-    else:
-        run_files.write_json(path, config_record)
+    run_files.write_json(path, config_record)
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""The report of a sweep, rebuilt from the files on disk: leaderboard, gallery, plots, best generators.
+
+`build_report(results_dir)` writes everything and returns index.html; `print_best_table` is the table the
+terminal shows at the end of `run`. Both read only what the trials wrote, so they work on finished,
+half-finished and partly failed sweeps alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from nada_sweep.report.gallery import write_pages
+from nada_sweep.report.leaderboard import best_rows, print_best, write_leaderboard
+from nada_sweep.report.results import read_sweep
+from nada_sweep.report.selection import rank_sweep
+
+__all__ = ["best_per_domain", "build_report", "print_best_table"]
+
+
+def build_report(
+    results_dir: Path | str,
+    *,
+    select_metric: str | None = None,
+    collapse_threshold: float | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Write leaderboard.{csv,md,json}, index.html, domains/*.html (+ plots), thumbs/ and best/<domain>/.
+
+    `select_metric` and `collapse_threshold` override sweep.resolved.yaml (default: clip_direction, 0.5).
+    Raises UserError for a folder that is not a sweep's results folder or a bad selection setting.
+    """
+    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
+    domains = rank_sweep(sweep.trials, sweep.selection)
+    document = write_leaderboard(sweep, domains, sweep.root)
+    index, warnings = write_pages(sweep, domains, document)
+    if console is not None:
+        for warning in [*sweep.warnings, *warnings]:
+            console.print(Text(f"warning: {warning}", style="yellow"))
+    return index
+
+
+def best_per_domain(
+    results_dir: Path | str, *, select_metric: str | None = None, collapse_threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """Each domain's selected trial as a row (domain, trial, prompts, k, lr, steps, best_step, metrics, ...)."""
+    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
+    return best_rows(rank_sweep(sweep.trials, sweep.selection), sweep.selection.metric)
+
+
+def print_best_table(
+    results_dir: Path | str,
+    console: Console | None = None,
+    *,
+    select_metric: str | None = None,
+    collapse_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """Print the best-per-domain table with rich (user text is never read as markup); returns its rows."""
+    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
+    rows = best_rows(rank_sweep(sweep.trials, sweep.selection), sweep.selection.metric)
+    console = console or Console()
+    print_best({"sweep": sweep.name, "select_metric": sweep.selection.metric, "best": rows}, console)
+    if sweep.demo_label:
+        console.print(Text(sweep.demo_label, style="yellow"))
+    return rows

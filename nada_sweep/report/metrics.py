@@ -5,6 +5,8 @@ All inputs are raw (unnormalised) embeddings; each function normalises what it c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -12,6 +14,27 @@ METRIC_NAMES = ("clip_quality", "clip_direction", "diversity", "diversity_ratio"
 
 # Higher is better for every metric we select by except the loss.
 LOWER_IS_BETTER = {"loss"}
+
+# What a sweep may pick its best trial and step by.
+SELECTABLE = (*METRIC_NAMES, "loss")
+
+
+def finite(value: object) -> float | None:
+    """`value` as a float when it is a finite number, else None (metrics.jsonl may hold null or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def is_better(metric: str, value: object, best: object) -> bool:
+    """Whether `value` beats `best` for `metric`; a missing or non-finite value never wins, ties go to `value`."""
+    value = finite(value)
+    if value is None:
+        return False
+    best = finite(best)
+    if best is None:
+        return True
+    return value <= best if metric in LOWER_IS_BETTER else value >= best
 
 
 def clip_quality(adapted: torch.Tensor, target_text: torch.Tensor) -> float:

@@ -1,0 +1,314 @@
+"""StyleGAN-NADA's CLIP losses against hand computations, on the real clip code with tiny random weights."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nada_sweep.adapt.losses import (
+    IMAGENET_TEMPLATES,
+    ClipGuidance,
+    directional_loss,
+    global_loss,
+    image_direction_target,
+    manifold_loss,
+    patch_directional_loss,
+    template_text_embedding,
+    text_direction,
+)
+from nada_sweep.errors import UserError
+from nada_sweep.models.clip_models import build_tiny_clip, clip, wrap_clip
+
+
+def tiny(seed=0):
+    """A fresh model, with empty text-embedding cache."""
+    return wrap_clip(build_tiny_clip(seed=seed), f"tiny{seed}")
+
+
+@functools.cache
+def shared(seed=0):
+    """One model per seed for the whole module: text embeddings are computed once (slow on CPU)."""
+    return tiny(seed)
+
+
+def images(n, seed, size=64):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def hand_template_embeddings(model, text):
+    """Each template with `text`, through the raw clip API, normalised: [T, D]."""
+    tokens = clip.tokenize([t.format(text) for t in IMAGENET_TEMPLATES])
+    with torch.no_grad():
+        emb = model.model.encode_text(tokens)
+    return emb / emb.norm(dim=-1, keepdim=True)
+
+
+def unit(i, dim=4):
+    return F.one_hot(torch.tensor(i), dim).float()
+
+
+def test_templates_are_the_imagenet_set():
+    assert len(IMAGENET_TEMPLATES) == 79 and len(set(IMAGENET_TEMPLATES)) == 79
+    assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+    assert {"a bad photo of a {}.", "a sketch of a {}.", "itap of my {}."} <= set(IMAGENET_TEMPLATES)
+
+
+def test_text_direction_matches_hand_computation():
+    model = tiny()
+    source, target = hand_template_embeddings(model, "photo"), hand_template_embeddings(model, "pencil sketch")
+    expected = (target - source).mean(dim=0)
+    expected = expected / expected.norm()
+    got = text_direction(model, "photo", "pencil sketch")
+    assert got.shape == (32,) and torch.allclose(got, expected, atol=1e-6)
+    assert math.isclose(got.norm().item(), 1.0, rel_tol=1e-6)
+    got.zero_()  # the returned tensor is the caller's; the cache must not change
+    assert torch.allclose(text_direction(model, "photo", "pencil sketch"), expected, atol=1e-6)
+    assert not torch.allclose(text_direction(model, "pencil sketch", "photo"), expected)
+
+
+def test_text_direction_is_cached_per_model_instance(monkeypatch):
+    model = tiny()
+    text_direction(model, "photo", "sketch")
+    monkeypatch.setattr(model, "encode_texts", lambda texts: pytest.fail("encoded again"))
+    text_direction(model, "photo", "sketch")
+    template_text_embedding(model, "sketch")
+
+
+def test_template_text_embedding_matches_hand_computation():
+    model = shared()
+    expected = hand_template_embeddings(model, "werewolf").mean(dim=0)
+    assert torch.allclose(template_text_embedding(model, "werewolf"), expected / expected.norm(), atol=1e-6)
+
+
+def test_directional_loss_on_constructed_embeddings():
+    src = torch.stack([unit(0), 5 * unit(0)])
+    dst = torch.stack([3 * unit(1), unit(1)])  # both samples: direction (e1 - e0) / sqrt(2)
+    towards = (unit(1) - unit(0)) / math.sqrt(2)
+    assert directional_loss(src, dst, towards).item() == pytest.approx(0.0, abs=1e-6)
+    assert directional_loss(src, dst, -towards).item() == pytest.approx(2.0)
+    assert directional_loss(src, dst, unit(2)).item() == pytest.approx(1.0)
+    # Per-sample cosines are averaged: sample 0 goes e0 -> e1 (aligned, 0), sample 1 e1 -> e0 (opposite, 2).
+    swapped_src = torch.stack([unit(0), 2 * unit(1)])
+    swapped_dst = torch.stack([unit(1), 3 * unit(0)])
+    assert directional_loss(swapped_src, swapped_dst, towards).item() == pytest.approx(1.0)
+    per_sample = [directional_loss(swapped_src[i:i + 1], swapped_dst[i:i + 1], towards) for i in range(2)]
+    assert [loss.item() for loss in per_sample] == pytest.approx([0.0, 2.0], abs=1e-6)
+
+
+def test_global_loss_on_constructed_embeddings():
+    dst = torch.stack([2 * unit(0), -unit(0), unit(1)])
+    assert global_loss(dst, 7 * unit(0)).item() == pytest.approx((0 + 2 + 1) / 3)
+    assert global_loss(dst[:1], unit(0)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_manifold_loss_on_constructed_embeddings():
+    src = torch.stack([unit(0), unit(0)])
+    dst = torch.stack([unit(0) + unit(1), 4 * unit(0)])  # cosines to src: 1/sqrt(2) and 1
+    assert manifold_loss(src, dst, unit(2), unit(2)).item() == pytest.approx(
+        ((1 - 1 / math.sqrt(2)) + 0) / 2)
+    assert manifold_loss(src, dst, unit(2), unit(3)).item() == pytest.approx((1 / math.sqrt(2) + 1) / 2)
+
+
+def test_patch_loss_with_whole_image_patch_equals_directional_loss():
+    model = shared()
+    src, dst = images(2, 1), images(2, 2)
+    direction = text_direction(model, "photo", "sketch")
+    expected = directional_loss(model.encode_images(src), model.encode_images(dst), direction)
+    got = patch_directional_loss(model, src, dst, direction, n_patches=3, patch_size=64, generator=None)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_patch_loss_cuts_the_same_places_from_both_images():
+    model = shared()
+    src = images(2, 1)
+    direction = text_direction(model, "photo", "sketch")
+    # Same images and same crop places -> every image direction is zero -> cos 0 -> loss exactly 1.
+    loss = patch_directional_loss(model, src, src.clone(), direction, 4, 24, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(1.0)
+    with pytest.raises(UserError, match="patch_size: 65"):
+        patch_directional_loss(model, src, src, direction, 1, 65, None)
+
+
+def test_patch_loss_matches_hand_cropping():
+    model = shared()
+    src, dst = images(2, 1), images(2, 2)
+    direction = text_direction(model, "photo", "sketch")
+    got = patch_directional_loss(model, src, dst, direction, 2, 40, torch.Generator().manual_seed(7))
+    rng = torch.Generator().manual_seed(7)
+    tops, lefts = torch.randint(0, 25, (2, 2), generator=rng), torch.randint(0, 25, (2, 2), generator=rng)
+    places = [(i, t, l) for i in range(2) for t, l in zip(tops[i], lefts[i])]
+    src_crops = torch.stack([src[i, :, t:t + 40, l:l + 40] for i, t, l in places])
+    dst_crops = torch.stack([dst[i, :, t:t + 40, l:l + 40] for i, t, l in places])
+    expected = directional_loss(model.encode_images(src_crops), model.encode_images(dst_crops), direction)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def save_png(path, array):
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def test_image_direction_target_matches_hand_computation(tmp_path):
+    model = shared()
+    rng = np.random.default_rng(0)
+    style = [rng.integers(0, 256, (40, 56, 3)), rng.integers(0, 256, (48, 48, 3))]
+    save_png(tmp_path / "b.png", style[1])
+    save_png(tmp_path / "a.PNG", style[0])
+    (tmp_path / "notes.txt").write_text("not an image")
+    generated = images(3, 5)
+    got = image_direction_target(model, tmp_path, generated)
+
+    with torch.no_grad():
+        style_emb = torch.cat([F.normalize(model.encode_images(
+            torch.from_numpy(a).float().permute(2, 0, 1)[None] / 127.5 - 1), dim=-1) for a in style])
+        gen_emb = F.normalize(model.encode_images(generated), dim=-1)
+    expected = F.normalize(style_emb.mean(0) - gen_emb.mean(0), dim=0)
+    assert got.shape == (32,) and torch.allclose(got, expected, atol=1e-6)
+
+
+def test_image_direction_target_folder_errors(tmp_path):
+    model = shared()
+    with pytest.raises(UserError, match="is not a folder"):
+        image_direction_target(model, tmp_path / "missing", images(1, 0))
+    with pytest.raises(UserError, match="no .png/.jpg images"):
+        image_direction_target(model, tmp_path, images(1, 0))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="broken.jpg"):
+        image_direction_target(model, tmp_path, images(1, 0))
+
+
+LAMBDAS = {"lambda_direction": 1.0, "lambda_global": 0.5, "lambda_manifold": 0.25}
+
+
+def test_single_model_guidance_matches_hand_computation():
+    model = shared()
+    src, dst = images(2, 1), images(2, 2)
+    guidance = ClipGuidance([(model, 1.0)], source="photo", target="sketch", **LAMBDAS)
+    got = guidance.loss(dst, guidance.embed_source(src))
+
+    src_emb, dst_emb = model.encode_images(src), model.encode_images(dst)
+    with torch.no_grad():
+        global_text = model.model.encode_text(clip.tokenize(["a sketch"]))[0]
+    expected = (directional_loss(src_emb, dst_emb, text_direction(model, "photo", "sketch"))
+                + 0.5 * global_loss(dst_emb, global_text)
+                + 0.25 * manifold_loss(src_emb, dst_emb, template_text_embedding(model, "photo"),
+                                       template_text_embedding(model, "sketch")))
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_ensemble_is_the_weighted_sum_of_single_model_losses():
+    models = [shared(0), shared(1)]
+    src, dst = images(2, 1), images(2, 2)
+    members = [(models[0], 0.3), (models[1], 1.7)]
+    ensemble = ClipGuidance(members, source="photo", target="sketch", **LAMBDAS)
+    got = ensemble.loss(dst, ensemble.embed_source(src))
+    singles = []
+    for model in models:
+        single = ClipGuidance([(model, 1.0)], source="photo", target="sketch", **LAMBDAS)
+        singles.append(single.loss(dst, single.embed_source(src)).item())
+    assert got.item() == pytest.approx(0.3 * singles[0] + 1.7 * singles[1], abs=1e-6)
+    assert singles[0] != pytest.approx(singles[1])
+
+    text_loss = ensemble.global_text_loss(dst)
+    expected = 0.0
+    for model, weight in zip(models, (0.3, 1.7)):
+        with torch.no_grad():
+            text = model.model.encode_text(clip.tokenize(["sketch"]))[0]
+        expected += weight * global_loss(model.encode_images(dst), text).item()
+    assert text_loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_loss_is_differentiable_wrt_adapted_images():
+    guidance = ClipGuidance([(shared(0), 1.0), (shared(1), 0.5)], source="photo", target="sketch",
+                            lambda_patch=0.5, **LAMBDAS)
+    src = images(2, 1)
+    dst = images(2, 2).requires_grad_()
+    loss = guidance.loss(dst, guidance.embed_source(src), img_src=src)
+    assert loss.ndim == 0
+    loss.backward()
+    assert torch.isfinite(dst.grad).all() and dst.grad.abs().sum() > 0
+    layer_src = images(2, 3).requires_grad_()
+    guidance.global_text_loss(layer_src).backward()
+    assert torch.isfinite(layer_src.grad).all() and layer_src.grad.abs().sum() > 0
+
+
+def test_identical_images_still_give_a_finite_direction_loss():
+    guidance = ClipGuidance([(shared(), 1.0)], source="photo", target="sketch")
+    src = images(2, 1)
+    dst = src.clone().requires_grad_()
+    loss = guidance.loss(dst, guidance.embed_source(src))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() != pytest.approx(1.0)
+    assert torch.isfinite(dst.grad).all()
+
+
+def test_embed_source_has_no_grad():
+    guidance = ClipGuidance([(shared(0), 1.0), (shared(1), 1.0)], source="photo", target="sketch")
+    embs = guidance.embed_source(images(2, 1).requires_grad_())
+    assert len(embs) == 2 and all(e.shape == (2, 32) and not e.requires_grad for e in embs)
+
+
+def test_zero_weight_terms_are_not_computed():
+    model = tiny()
+    guidance = ClipGuidance([(model, 1.0)], source="photo", target="sketch")
+    guidance.loss(images(2, 2), guidance.embed_source(images(2, 1)))  # no patch loss: img_src not needed
+    assert ("templates", "sketch") in model.cache  # the direction was computed...
+    assert ("raw", "a sketch") not in model.cache  # ...the global loss's text was not
+
+
+def write_style_images(folder, seed=0):
+    rng = np.random.default_rng(seed)
+    for name in ("one.png", "two.jpg"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)).save(folder / name)
+
+
+def test_image_target_replaces_the_text_direction(tmp_path):
+    write_style_images(tmp_path)
+    model, outsider = shared(0), shared(1)
+    samples = images(4, 9)
+    guidance = ClipGuidance([(model, 1.0)], source="photo", target=None)
+    with pytest.raises(UserError, match="^target: "):
+        guidance.eval_direction(model)
+    guidance.use_image_target(str(tmp_path), samples)
+    direction = image_direction_target(model, tmp_path, samples)
+    src, dst = images(2, 1), images(2, 2)
+    expected = directional_loss(model.encode_images(src), model.encode_images(dst), direction)
+    assert guidance.loss(dst, guidance.embed_source(src)).item() == pytest.approx(expected.item(), abs=1e-6)
+    # Evaluation with a model outside the ensemble measures the same image-guided direction.
+    expected_outsider = image_direction_target(outsider, tmp_path, samples)
+    assert torch.allclose(guidance.eval_direction(outsider), expected_outsider)
+    with pytest.raises(UserError, match="^target: "):
+        guidance.global_text_loss(dst)
+
+
+def test_eval_direction_is_the_text_direction_of_any_model():
+    guidance = ClipGuidance([(shared(0), 1.0)], source="photo", target="sketch")
+    assert torch.equal(guidance.eval_direction(shared(1)), text_direction(shared(1), "photo", "sketch"))
+
+
+@pytest.mark.parametrize("models, kwargs, match", [
+    ("none", {}, "no CLIP model"),
+    ("zero_weight", {}, "weight must be"),
+    ("ok", {"lambda_global": -1.0}, "lambda_global: -1.0"),
+    ("ok", {"lambda_direction": 0.0}, "all are 0"),
+    ("ok", {"n_patches": 0}, "n_patches: 0"),
+])
+def test_guidance_rejects_bad_settings(models, kwargs, match):
+    model = shared()
+    members = {"none": [], "zero_weight": [(model, 0.0)], "ok": [(model, 1.0)]}[models]
+    with pytest.raises(UserError, match=match):
+        ClipGuidance(members, source="photo", target="sketch", **kwargs)
+
+
+def test_guidance_requires_the_texts_its_losses_use():
+    model = shared()
+    with pytest.raises(UserError, match="^target: .*global"):
+        ClipGuidance([(model, 1.0)], source="photo", target=None, lambda_global=1.0)
+    with pytest.raises(UserError, match="^source: .*manifold"):
+        ClipGuidance([(model, 1.0)], source=None, target="sketch", lambda_manifold=1.0)
+    no_target = ClipGuidance([(model, 1.0)], source="photo", target=None)
+    with pytest.raises(UserError, match="^target: .*target images"):
+        no_target.loss(images(1, 1), no_target.embed_source(images(1, 2)))

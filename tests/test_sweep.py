@@ -1,0 +1,239 @@
+"""The sweep on real Ray (local, 2 CPUs) with the built-in tiny models: completion, failures, resume, locks.
+
+The end-to-end tests start Ray; each keeps its step budget tiny so the file stays within a few minutes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from nada_sweep import run_files
+from nada_sweep.cli import main
+from nada_sweep.config import load_sweep
+from nada_sweep.errors import UserError
+from nada_sweep.sweep import runner, space
+
+TINY_SWEEP = """\
+name: tiny
+generator: builtin:tiny
+clip: [builtin:tiny]
+catalog: catalog.yaml
+train: {{steps: {steps}, eval_every: {eval_every}, n_eval: 4, n_samples: 2, auto_layer_batch: 2}}
+search:
+  {search}
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the end-to-end tests (the runner uses a Ray it finds running, else starts its own)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def make_sweep(folder: Path, domains: str, *, steps: int = 4, eval_every: int = 2, search: str = "k: [0, 4]") -> Path:
+    (folder / "catalog.yaml").write_text("source: photo\ndomains:\n" + textwrap.dedent(domains))
+    path = folder / "sweep.yaml"
+    path.write_text(TINY_SWEEP.format(steps=steps, eval_every=eval_every, search=search))
+    return path
+
+
+def statuses(root: Path) -> dict[str, dict]:
+    return {
+        f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
+        for p in sorted((root / "trials").glob("*/*/status.json"))
+    }
+
+
+@pytest.mark.slow
+def test_sweep_runs_every_trial_and_reports_a_failing_one(tmp_path, capsys, local_ray):
+    broken = tmp_path / "broken_style"
+    broken.mkdir()
+    (broken / "style.png").write_bytes(b"not a png at all")  # passes validation, fails when the trial reads it
+    path = make_sweep(tmp_path, """\
+        - {name: sketch, target: pencil sketch}
+        - {name: anime, target: anime painting}
+        - {name: broken, target: painting, target_images: broken_style}
+    """)
+    # Early stopping on: whichever trial of a domain reports second at step 2 may be stopped if behind.
+    path.write_text(path.read_text() + "early_stopping: {grace_steps: 2, reduction_factor: 2}\n")
+
+    code = main(["run", str(path)])
+    out = capsys.readouterr().out
+
+    assert code == 1  # one domain's trials failed
+    root = tmp_path / "results" / "tiny"
+    assert (root / "sweep.resolved.yaml").is_file()
+    found = statuses(root)
+    for domain in ("sketch", "anime"):
+        assert {found[f"{domain}/k=0"]["status"], found[f"{domain}/k=4"]["status"]} & {"ok"}
+        for trial in ("k=0", "k=4"):
+            folder = root / "trials" / domain / trial
+            status = found[f"{domain}/{trial}"]
+            evals = 2 if status["status"] == "ok" else 1  # evals at steps 2 and 4, or stopped after step 2
+            assert status["status"] == "ok" or (status["status"] == "stopped" and status["step"] == 2), status
+            for name in ("config.json", "metrics.jsonl", "generator.pt", f"samples/step_00000{2 * evals}.png"):
+                assert (folder / name).is_file(), folder / name
+            assert len(run_files.RunFolder(folder).history()) == evals
+            labels = json.loads((folder / "config.json").read_text())["labels"]
+            assert labels == {"sweep": "tiny", "domain": domain, "trial": trial, "params": {"k": int(trial[2:])},
+                              "demo": False}
+    for trial in ("k=0", "k=4"):
+        status = found[f"broken/{trial}"]
+        assert status["status"] == "failed" and status["error"]
+    assert "4/6 trials succeeded, 2 failed" in out
+    assert "failed: broken/k=0" in out
+    assert (root / "index.html").is_file()  # the report is built at the end
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, capsys, local_ray):
+    path = make_sweep(tmp_path, "- {name: first, target: pencil sketch}\n", eval_every=4, search="steps: [4, 24]")
+    root = tmp_path / "results" / "tiny"
+    short, long = root / "trials/first/steps=4", root / "trials/first/steps=24"
+
+    # Ctrl+C once one trial has finished and the other is past its first checkpoint.
+    ctrl_c = threading.Thread(target=_interrupt_when, daemon=True,
+                              args=(lambda: _status(short) == "ok" and (long / "state.pt").is_file(),))
+    ctrl_c.start()
+    code = main(["run", str(path)])
+    output = capsys.readouterr().out
+    assert code == 130, output
+    assert "run the same command again" in output
+    # Stopped mid-run with its checkpoint kept ("running" when its process was ended before it could say so).
+    assert _status(long) in ("interrupted", "running") and (long / "state.pt").is_file()
+    finished_mtime = (short / "generator.pt").stat().st_mtime_ns
+    first_evals = (long / "metrics.jsonl").read_text().splitlines()
+    assert first_evals
+
+    assert main(["run", str(path)]) == 0
+    capsys.readouterr()
+    assert {s["status"] for s in statuses(root).values()} == {"ok"} and len(statuses(root)) == 2
+    assert (short / "generator.pt").stat().st_mtime_ns == finished_mtime  # not rerun
+    resumed = (long / "metrics.jsonl").read_text().splitlines()
+    assert resumed[: len(first_evals)] == first_evals  # continued from its checkpoint, not restarted
+    assert len(resumed) == 6
+
+
+def _interrupt_when(condition, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        time.sleep(0.05)
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_dry_run_starts_no_ray(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray")
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("ray.init called by a dry run")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "2 trials = 1 domains x 2" in capsys.readouterr().out
+    assert not ray.is_initialized()
+    assert not (tmp_path / "results").exists()
+
+
+def test_second_run_on_the_same_results_refuses(tmp_path, capsys):
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
+    root = tmp_path / "results" / "tiny"
+    root.mkdir(parents=True)
+    with open(root / runner.LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `nada-sweep run` holds it
+        held.write("4242\n")
+        held.flush()
+        assert main(["run", str(path)]) == 2
+    assert "another `nada-sweep run` (pid 4242)" in capsys.readouterr().err
+
+
+def test_changed_settings_refuse_to_mix_with_old_trials(tmp_path, capsys):
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
+    sweep = load_sweep(path)
+    old = sweep.adapt_config(sweep.trials[0]).model_dump(mode="json") | {"steps": 999}
+    folder = sweep.trial_dir(sweep.trials[0])
+    folder.mkdir(parents=True)
+    run_files.write_json(folder / run_files.CONFIG, {"config": old})
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "sketch/k=0: steps changed" in err and "--fresh" in err
+
+
+def test_fresh_moves_old_results_aside(tmp_path):
+    root = tmp_path / "results" / "tiny"
+    (root / "trials").mkdir(parents=True)
+    (root / "trials" / "keep.txt").write_text("old")
+    moved = runner.move_aside(root, Console(file=open(os.devnull, "w")))
+    assert moved is not None and not root.exists()
+    assert (moved / "trials" / "keep.txt").read_text() == "old"
+    assert moved.name.startswith("tiny.old-")
+
+
+def test_gpu_request_on_a_cluster_without_gpus_is_refused(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
+    path.write_text(path.read_text() + "resources: {cpus: 1, gpus: 0.5}\n")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(UserError, match=r"resources.gpus: each trial asks for 0.5 GPU but the Ray cluster has 0"):
+        runner._check_cluster(load_sweep(path))
+
+
+def test_expansion_is_stable_when_domains_are_added():
+    dims = space.parse_search({"k": [0, 4], "lr": {"loguniform": [1e-3, 1e-2]}}, ["k", "lr"])
+    before = space.expand(["a"], dims, num_samples=2, seed=7)
+    after = space.expand(["z", "a", "b"], dims, num_samples=3, seed=7)
+    kept = {(t.domain, t.name): t.params for t in after}
+    assert all(kept[t.domain, t.name] == t.params for t in before)
+    assert space.trial_count(3, dims, 3) == len(after) == 18
+
+
+def _fake_trial(trial_id: str, domain: str, steps: int = 100) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, config={"trial": {"domain": domain, "steps": steps}})
+
+
+def test_early_stopping_compares_trials_only_within_their_domain():
+    pytest.importorskip("ray")
+    from nada_sweep.sweep.scheduler import PerDomainASHA
+
+    stopped = []
+    scheduler = PerDomainASHA("clip_direction", "max", grace_steps=10, reduction_factor=2,
+                              max_steps={"easy": 100, "hard": 100}, on_stop=lambda t, r: stopped.append(t.trial_id))
+    easy = [_fake_trial(f"easy{i}", "easy") for i in range(3)]
+    hard = _fake_trial("hard0", "hard")
+    for trial in [*easy, hard]:
+        scheduler.on_trial_add(None, trial)
+    for trial, value in zip(easy, (0.7, 0.8, 0.9)):  # each above the median so far
+        assert scheduler.on_trial_result(None, trial, {"step": 10, "clip_direction": value}) == "CONTINUE"
+    # Far below every easy trial, but alone in its domain: it goes on.
+    assert scheduler.on_trial_result(None, hard, {"step": 10, "clip_direction": 0.05}) == "CONTINUE"
+    late = _fake_trial("easy3", "easy")
+    scheduler.on_trial_add(None, late)
+    assert scheduler.on_trial_result(None, late, {"step": 10, "clip_direction": 0.1}) == "STOP"
+    assert stopped == ["easy3"]
+    # A trial that reached its own budget is never "stopped early".
+    last = _fake_trial("easy4", "easy", steps=10)
+    scheduler.on_trial_add(None, last)
+    assert scheduler.on_trial_result(None, last, {"step": 10, "clip_direction": 0.0}) == "CONTINUE"
