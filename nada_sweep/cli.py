@@ -128,6 +128,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from nada_sweep.sweep.runner import run_command
+
+    return run_command(
+        args.sweep,
+        demo=args.demo,
+        dry_run=args.dry_run,
+        fresh=args.fresh,
+        address=args.address,
+        verbose=args.verbose,
+        console=console,
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nada_sweep.sweep.runner import validate_command
+
+    return validate_command(args.sweep, demo=args.demo, console=console)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from nada_sweep.report import build_report, print_best_table
 
@@ -153,6 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="StyleGAN-NADA domain adaptation for many text-described domains, swept on Ray Tune.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep: every domain x search-space trial on Ray Tune, then leaderboard and gallery",
+        formatter_class=_HelpFormatter,
+        description="Run (or resume) the sweep described by SWEEP. Rerunning the same command continues it: "
+        "finished trials are kept, interrupted ones continue from their last checkpoint. Exit code 0 when every "
+        "trial succeeded, 1 when some failed, 2 for bad input, 130 when interrupted.",
+    )
+    run.add_argument("sweep", help="sweep YAML file, e.g. sweep.yaml")
+    run.add_argument("--demo", action="store_true", help="same catalog and search on tiny random-weight models")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
+    run.add_argument("--fresh", action="store_true", help="move an existing results folder aside and start over")
+    run.add_argument("--address", help="join a Ray cluster: 'auto' or ray://host:port (default: local Ray)")
+    run.add_argument("--verbose", action="store_true", help="show Ray's own output")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser(
+        "validate", help="check a sweep file and print its trial table", formatter_class=_HelpFormatter
+    )
+    validate.add_argument("sweep", help="sweep YAML file")
+    validate.add_argument("--demo", action="store_true", help="validate the --demo variant")
+    validate.set_defaults(handler=cmd_validate)
 
     adapt = commands.add_parser(
         "adapt",

@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec, SelectMetric, TrainSettings
 from nada_sweep.errors import UserError
+from nada_sweep.report.metrics import LOWER_IS_BETTER
 from nada_sweep.sweep import space
 
 BUILTIN_PREFIX = "builtin:"
@@ -42,7 +43,6 @@ GENERATOR_PRESETS = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
-LOWER_IS_BETTER = {"loss"}
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -125,7 +125,9 @@ class DemoSettings(BaseModel):
         description="training settings applied over the sweep's and the domains' in --demo (on top of "
         "DEMO_TRAIN_DEFAULTS)",
     )
-    search: dict[str, Any] | None = Field(None, description="search dimensions replaced in --demo (same shape as search)")
+    search: dict[str, Any] | None = Field(
+        None, description="search entries that replace the sweep's entries of the same setting in --demo"
+    )
     resources: Resources = Field(default_factory=Resources, description="resources per trial in --demo")
 
     _shorthand = field_validator("clip", mode="before")(_clip_list)
@@ -153,7 +155,9 @@ class SweepFile(BaseModel):
     search_seed: int = Field(0, description="seed of the random search values")
     early_stopping: EarlyStopping | None = Field(None, description="per-domain ASHA early stopping (off when absent)")
     resources: Resources = Field(default_factory=Resources, description="resources reserved per trial")
-    max_concurrent: int | None = Field(None, ge=1, description="most trials running at once (default: as resources allow)")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="most trials running at once (default: as many as the resources allow)"
+    )
     retries: int = Field(0, ge=0, description="times a failed trial is retried (it continues from its checkpoint)")
     storage: str | None = Field(
         None, description="where Ray Tune keeps its experiment state: a path or s3://... (default: inside results)"
@@ -163,7 +167,8 @@ class SweepFile(BaseModel):
         "clip_direction", description="metric that picks the best step of a trial and the best trial of a domain"
     )
     collapse_threshold: float = Field(
-        0.5, gt=0, le=1, description="a trial whose diversity_ratio falls below this is flagged as mode-collapsed"
+        0.5, ge=0, le=1,
+        description="a trial whose diversity_ratio falls below this is flagged as mode-collapsed (0 = no check)",
     )
     demo: DemoSettings = Field(default_factory=DemoSettings, description="replacements applied by --demo")
 
@@ -196,7 +201,6 @@ class Catalog(BaseModel):
 
 
 OVERRIDE_FIELDS = tuple(TrainSettings.model_fields)
-DOMAIN_OWN_FIELDS = ("name", "source", "target", "target_images", "note")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -327,10 +331,7 @@ class _Problems:
             elif problem["type"] == "missing":
                 self.add(loc, "required, but missing")
             else:
-                message = problem["msg"]
-                if message.startswith("Value error, "):
-                    message = message[len("Value error, "):]
-                self.add(loc, message, problem.get("input", _NO_VALUE))
+                self.add(loc, problem["msg"].removeprefix("Value error, "), problem.get("input", _NO_VALUE))
 
     def raise_if_any(self) -> None:
         if self.messages:
@@ -537,12 +538,11 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
     sweep_train = config.train.model_dump(exclude_unset=True)
     demo_train = {**DEMO_TRAIN_DEFAULTS, **config.demo.train.model_dump(exclude_unset=True)} if demo else {}
     try:
-        TrainSettings(**sweep_train, **{k: v for k, v in demo_train.items() if k not in sweep_train})
-        TrainSettings(**{**sweep_train, **demo_train})
+        TrainSettings(**{**sweep_train, **demo_train})  # cross-field rules (n_samples <= n_eval) of the defaults
     except pydantic.ValidationError as error:
         for problem in error.errors():
             key = problem["loc"][0] if problem["loc"] else None
-            loc = ("demo", "train", key) if key in demo_train and demo else ("train", key) if key else ("train",)
+            loc = ("demo", "train", key) if key in demo_train else ("train", key) if key else ("train",)
             problems.add(loc, problem["msg"].removeprefix("Value error, "), problem.get("input", _NO_VALUE))
     if demo:
         config = config.model_copy(update={
@@ -571,7 +571,7 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
     trials = space.expand([d.name for d in domains], dims, config.num_samples, config.search_seed)
     if not trials:
         raise UserError(f"{sweep_file}: the sweep has zero trials")
-    return ResolvedSweep(
+    resolved = ResolvedSweep(
         sweep_file=sweep_file,
         catalog_file=catalog_file,
         config=config,
@@ -585,6 +585,21 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
         search=dims,
         trials=trials,
     )
+    _check_trials(resolved, problems, dim_prefix)
+    return resolved
+
+
+def _check_trials(sweep: ResolvedSweep, problems: _Problems, dim_prefix: dict[str, tuple[Any, ...]]) -> None:
+    """Every trial's complete settings, for rules across fields (a searched n_samples above n_eval, ...)."""
+    for trial in sweep.trials:
+        try:
+            sweep.adapt_config(trial)
+        except pydantic.ValidationError as error:
+            message = "; ".join(p["msg"].removeprefix("Value error, ") for p in error.errors())
+            field = next(iter(trial.params), None)
+            loc = (*dim_prefix.get(field, ()), "search", field) if field else ("train",)
+            problems.add(loc, f"trial {trial.domain}/{trial.name}: {message}")
+    problems.raise_if_any()
 
 
 def _check_search(raw: dict[str, tuple[tuple[Any, ...], Any]], problems: _Problems
@@ -733,7 +748,7 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
     try:
         loaded = load_generator(resolved)
     except UserError as error:
-        raise UserError(f"{where}: generator: {error}") from None
+        raise UserError(f"{where}: generator: {str(error).removeprefix('generator: ')}") from None
     return resolved, loaded
 
 

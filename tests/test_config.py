@@ -117,7 +117,8 @@ def test_repository_sweep_and_catalogs_are_valid(tmp_path, capsys):
 
 BAD_INPUTS = [
     # (what, sweep text, catalog text, expected fragments of the message)
-    ("yaml syntax", SWEEP.replace("train:\n", "train:\n steps: [\n"), CATALOG, ["sweep.yaml:8", "YAML syntax error", "flow sequence on line 6"]),
+    ("yaml syntax", SWEEP.replace("train:\n", "train:\n steps: [\n"), CATALOG,
+     ["sweep.yaml:8", "YAML syntax error", "flow sequence on line 6"]),
     ("missing catalog", SWEEP.replace("catalog.yaml", "nope.yaml"), CATALOG, ["sweep.yaml:4", "catalog", "nope.yaml"]),
     ("empty catalog", SWEEP, "", ["catalog.yaml", "empty"]),
     ("catalog without domains", SWEEP, "source: photo\ndomains: []\n", ["catalog.yaml", "empty"]),
@@ -153,6 +154,8 @@ BAD_INPUTS = [
     ("missing target", SWEEP, CATALOG + "  - {name: x}\n", ["catalog.yaml:5", "target"]),
     ("missing target images", SWEEP, CATALOG + "  - {name: x, target_images: nowhere}\n", ["nowhere", "not found"]),
     ("duplicate key", SWEEP + "name: again\n", CATALOG, ["sweep.yaml:10", "duplicate key", "line 1"]),
+    ("search breaks a cross-field rule", SWEEP.replace("k: [0, 4]", "n_samples: [4, 40]"), CATALOG,
+     ["sweep.yaml:9", "trial sketch/n_samples=40", "must not exceed n_eval"]),
 ]
 
 

@@ -232,7 +232,8 @@ def run_adaptation(
     except TrainingDiverged:
         raise
     except BaseException as error:  # recorded for the report, then passed on unchanged
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        # Ray Tune stops a trial by raising SystemExit from inside its report call.
+        status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
         previous = folder.status() or {}
         folder.write_status(status=status, step=previous.get("step", 0), error=f"{type(error).__name__}: {error}")
         raise

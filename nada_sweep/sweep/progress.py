@@ -48,6 +48,8 @@ class SweepProgress(Callback):
         self.failed = 0
         self.stopped = 0
         self.running: dict[str, _Running] = {}
+        self.started: set[str] = set()  # out_dir of each trial started in this run
+        self.errored: set[str] = set()  # out_dir of each trial that failed for good (no retry left)
         self._stopping: set[str] = set()
         self._started = time.monotonic()
         use_live = console.is_terminal if live is None else live
@@ -67,6 +69,7 @@ class SweepProgress(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         domain, name = describe(trial)
         self.running[trial.trial_id] = _Running(domain, name, trial.config["trial"]["steps"])
+        self.started.add(trial.config["trial"]["out_dir"])
         self._log(f"start   {domain}/{name}")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -99,6 +102,7 @@ class SweepProgress(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.pop(trial.trial_id, None)
         self.failed += 1
+        self.errored.add(trial.config["trial"]["out_dir"])
         domain, name = describe(trial)
         self._log(f"FAILED  {domain}/{name}")
         self._refresh()

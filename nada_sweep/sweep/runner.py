@@ -25,6 +25,7 @@ from rich.text import Text
 from nada_sweep import run_files
 from nada_sweep.config import ResolvedSweep, load_sweep
 from nada_sweep.errors import UserError
+from nada_sweep.report.metrics import LOWER_IS_BETTER
 from nada_sweep.run_files import RunFolder
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ FAILED = "failed"
 INTERRUPTED = "interrupted"
 DIVERGED = "diverged"
 DEMO_NOTE = "DEMO: built-in tiny random-weight models. The pipeline ran end to end; the images mean nothing."
-DEMO_PLAN_NOTE = "DEMO: built-in tiny random-weight models and a small step budget: this shows the pipeline works, " \
-    "its images and scores mean nothing."
+DEMO_PLAN_NOTE = (
+    "DEMO: built-in tiny random-weight models and a small step budget: this shows the pipeline works, its images "
+    "and scores mean nothing."
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -135,8 +138,25 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
     _say(console, Text(f"generator {sweep.generator} ({sweep.generator_size} px, n_latent {sweep.n_latent}); "
                        f"CLIP {clip}; metrics by {sweep.eval_clip or sweep.clip[0].name}"))
     _say(console, Text(f"results: {sweep.results_root}"))
+    for warning in _missing_clip_files(sweep):
+        _say(console, Text(warning, style="yellow"))
     if sweep.demo:
         _say(console, Text(DEMO_PLAN_NOTE, style="yellow"))
+
+
+def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:
+    """Named CLIP models whose weights this machine lacks (trials never download; workers elsewhere may have them)."""
+    import clip
+
+    from nada_sweep.models.clip_models import clip_cache_path
+
+    names = dict.fromkeys([spec.name for spec in sweep.clip] + [sweep.eval_clip or sweep.clip[0].name])
+    return [
+        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); trials that run "
+        "here will fail until it is"
+        for name in names
+        if name in clip.available_models() and not clip_cache_path(name).is_file()
+    ]
 
 
 def _say(console: Console, text: Text) -> None:
@@ -218,11 +238,6 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         run_adaptation(adapt, folder.root, on_eval=lambda entry: tune.report(_reportable(entry)),
                        labels=spec["labels"])
-    except SystemExit:
-        # Tune stops a trial by raising SystemExit inside its report call (early stopping, or the whole sweep
-        # was interrupted): the run is resumable from its checkpoint, not failed.
-        _set_status(folder, INTERRUPTED, None)
-        raise
     except Exception as error:
         if (folder.status() or {}).get("status") not in (FAILED, DIVERGED):  # the trainer records its own
             _set_status(folder, FAILED, f"{type(error).__name__}: {error}")
@@ -275,6 +290,8 @@ def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, address: str |
          console: Console) -> None:
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the legacy output engine prints nothing
+        # Tune logs advice (e.g. resume with Tuner.restore) that does not apply to this command.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     import ray
     from ray import tune
 
@@ -312,19 +329,27 @@ def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, address: str |
             tuner.fit()
         finally:
             progress.close()
-            _mark_stopped(stopped, _early_stopping_metric(sweep))
+            _settle_statuses(progress.started - progress.errored, stopped, _early_stopping_metric(sweep))
     finally:
         if owns_ray:
             ray.shutdown()
 
 
-def _mark_stopped(stopped: dict[str, int | None], metric: str) -> None:
-    """Record early stops once the stopped trials' processes are gone (they record an interruption on exit)."""
-    for out_dir, step in stopped.items():
+def _settle_statuses(stopped_by_tune: set[str], stopped_early: dict[str, int | None], metric: str) -> None:
+    """Give each trial that Tune stopped (rather than one that failed) a status saying so, once all are gone.
+
+    `stopped_by_tune`: folders of the trials that ran in this run and did not fail for good. Tune stops a trial
+    by raising SystemExit inside its report call, or by ending its process; the trial may record that as a
+    failure or not at all. The driver knows better: stopped early (ASHA), or interrupted (resumable).
+    """
+    for out_dir in stopped_by_tune:
         folder = RunFolder(out_dir)
-        if (folder.status() or {}).get("status") != run_files.FINISHED:
-            _set_status(folder, STOPPED, None, step=step,
+        status = (folder.status() or {}).get("status")
+        if out_dir in stopped_early and status != run_files.FINISHED:
+            _set_status(folder, STOPPED, None, step=stopped_early[out_dir],
                         reason=f"early stopping: {metric} behind the other trials of its domain")
+        elif status in (FAILED, "running"):
+            _set_status(folder, INTERRUPTED, None)
 
 
 def _early_stopping_metric(sweep: ResolvedSweep) -> str:
@@ -341,9 +366,6 @@ def _start_ray(address: str | None, verbose: bool) -> None:
     import ray
 
     level = logging.INFO if verbose else logging.ERROR
-    if not verbose:
-        # Tune logs warnings (e.g. how to resume with Tuner.restore) that do not apply to this command.
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
         if address is None:
             # "local": a private instance even when RAY_ADDRESS or a `ray start` cluster exists on this machine.
@@ -389,8 +411,8 @@ def _scheduler(sweep: ResolvedSweep, payloads: list[dict[str, Any]], progress: S
         progress.mark_stopping(trial)
         stopped[trial.config["trial"]["out_dir"]] = result.get("step")
 
-    return PerDomainASHA(metric, "min" if metric == "loss" else "max", early.grace_steps, early.reduction_factor,
-                         max_steps, on_stop)
+    mode = "min" if metric in LOWER_IS_BETTER else "max"
+    return PerDomainASHA(metric, mode, early.grace_steps, early.reduction_factor, max_steps, on_stop)
 
 
 def _check_existing_trials(sweep: ResolvedSweep, payloads: list[dict[str, Any]]) -> None:
