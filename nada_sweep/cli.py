@@ -20,7 +20,7 @@ from rich.console import Console
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
 from nada_sweep.errors import UserError, describe_validation_error
 
-console = Console(stderr=True)
+console = Console()
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -22,7 +22,7 @@ def test_adapt_then_generate_end_to_end(tmp_path):
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "RANDOM-WEIGHT" in done.stderr
+    assert "RANDOM-WEIGHT" in done.stdout
     assert (out / "generator.pt").exists() and (out / "samples" / "step_000004.png").exists()
 
     grid = tmp_path / "grid.png"

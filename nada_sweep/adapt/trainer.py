@@ -121,19 +121,23 @@ class Adaptation:
 
     def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
         """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
-        if z is None:
-            z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
-        with torch.no_grad():
-            w0 = self.g_frozen.style(z)
-        indices = pick_w_indices(
-            self.g_train,
-            w0,
-            self.guidance.global_text_loss,
-            self.config.k,
-            self.config.auto_layer_iters,
-            weight_gradients=self.config.faithful,
-            randomize_noise=self.randomize_noise,
-        )
+        if self.config.k >= self.g_frozen.n_latent and not self.config.faithful:
+            # The top n_latent of n_latent indices are all of them, whatever the search finds: skip it.
+            indices = list(range(self.g_frozen.n_latent))
+        else:
+            if z is None:
+                z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
+            with torch.no_grad():
+                w0 = self.g_frozen.style(z)
+            indices = pick_w_indices(
+                self.g_train,
+                w0,
+                self.guidance.global_text_loss,
+                self.config.k,
+                self.config.auto_layer_iters,
+                weight_gradients=self.config.faithful,
+                randomize_noise=self.randomize_noise,
+            )
         set_trainable(self.g_train, layers_for_indices(self.g_train, indices, self.config.layer_map))
         self.chosen_indices = indices
         return indices
@@ -213,14 +217,15 @@ def run_adaptation(
     *,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
     labels: dict[str, Any] | None = None,
-    frozen_side: Callable[[Adaptation], FrozenSide] | None = None,
+    frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None,
 ) -> RunSummary:
     """Adapt `config.generator` towards `config.target`, writing the run folder `out_dir`.
 
     A folder that holds this config's finished run is returned as is; one that holds its unfinished run is
     continued from state.pt. A folder holding a different config is refused (UserError).
-    `on_eval(metrics)` is called after every evaluation; `frozen_side(adaptation)` may supply the frozen
-    side from outside (the default renders it every step).
+    `on_eval(metrics)` is called after every evaluation; `frozen_side(adaptation, start_step)` may supply the
+    frozen side from outside, from the step the run starts (or resumes) at (the default renders it every
+    step; the sweep passes nada_sweep.adapt.bank's shared bank).
     """
     folder = RunFolder(out_dir)
     config_record = {"config": config.model_dump(mode="json"), "labels": labels or {}}
@@ -244,7 +249,7 @@ def _train(
     folder: RunFolder,
     config_record: dict[str, Any],
     on_eval: Callable[[dict[str, Any]], None] | None,
-    frozen_side: Callable[[Adaptation], FrozenSide] | None,
+    frozen_side: Callable[[Adaptation, int], FrozenSide] | None,
 ) -> RunSummary:
     device = resolve_device(config.device)
     loaded = load_generator(config.generator, device)
@@ -264,7 +269,7 @@ def _train(
     save_grid(evaluator.source_grid, folder.samples / run_files.SOURCE_SAMPLES, label)
 
     progress = _TrainingProgress.restore(folder, adaptation, config.select_metric)
-    frozen = frozen_side(adaptation) if frozen_side else LiveFrozenSide(adaptation)
+    frozen = frozen_side(adaptation, progress.step) if frozen_side else LiveFrozenSide(adaptation)
     folder.write_status(status="running", step=progress.step, error=None)
     started = time.perf_counter()
     for step in range(progress.step, config.steps):
