@@ -21,6 +21,9 @@ from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
 from nada_sweep.errors import UserError, describe_validation_error
 
 console = Console()
+if not console.is_terminal:
+    # Logs and pipes have no width; rich's 80-column fallback would squeeze the tables into unreadable cells.
+    console = Console(width=200)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -1,6 +1,7 @@
-"""The sweep on real Ray (local, 2 CPUs) with the built-in tiny models: completion, failures, resume, locks.
+"""The sweep on real Ray (local, 2 CPUs) with the built-in tiny models: completion, failures, locks, early stopping.
 
-The end-to-end tests start Ray; each keeps its step budget tiny so the file stays within a few minutes.
+The end-to-end tests start Ray; each keeps its step budget tiny so the file stays within a few minutes. Faults
+(Ctrl+C and resume, killed processes, a lost node, divergence) are tested in test_faults.py.
 """
 
 from __future__ import annotations
@@ -8,54 +9,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
-import textwrap
-import threading
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
+from sweep_helpers import local_ray, make_sweep, statuses  # noqa: F401 (local_ray: a fixture)
 
 from nada_sweep import run_files
 from nada_sweep.cli import main
 from nada_sweep.config import load_sweep
-from nada_sweep.errors import UserError
 from nada_sweep.sweep import runner, space
-
-TINY_SWEEP = """\
-name: tiny
-generator: builtin:tiny
-clip: [builtin:tiny]
-catalog: catalog.yaml
-train: {{steps: {steps}, eval_every: {eval_every}, n_eval: 4, n_samples: 2, auto_layer_batch: 2}}
-search:
-  {search}
-"""
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the end-to-end tests (the runner uses a Ray it finds running, else starts its own)."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-def make_sweep(folder: Path, domains: str, *, steps: int = 4, eval_every: int = 2, search: str = "k: [0, 4]") -> Path:
-    (folder / "catalog.yaml").write_text("source: photo\ndomains:\n" + textwrap.dedent(domains))
-    path = folder / "sweep.yaml"
-    path.write_text(TINY_SWEEP.format(steps=steps, eval_every=eval_every, search=search))
-    return path
-
-
-def statuses(root: Path) -> dict[str, dict]:
-    return {
-        f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
-        for p in sorted((root / "trials").glob("*/*/status.json"))
-    }
 
 
 @pytest.mark.slow
@@ -97,51 +60,6 @@ def test_sweep_runs_every_trial_and_reports_a_failing_one(tmp_path, capsys, loca
     assert "4/6 trials succeeded, 2 failed" in out
     assert "failed: broken/k=0" in out
     assert (root / "index.html").is_file()  # the report is built at the end
-
-
-@pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, capsys, local_ray):
-    path = make_sweep(tmp_path, "- {name: first, target: pencil sketch}\n", eval_every=4, search="steps: [4, 24]")
-    root = tmp_path / "results" / "tiny"
-    short, long = root / "trials/first/steps=4", root / "trials/first/steps=24"
-
-    # Ctrl+C once one trial has finished and the other is past its first checkpoint.
-    ctrl_c = threading.Thread(target=_interrupt_when, daemon=True,
-                              args=(lambda: _status(short) == "ok" and (long / "state.pt").is_file(),))
-    ctrl_c.start()
-    code = main(["run", str(path)])
-    output = capsys.readouterr().out
-    assert code == 130, output
-    assert "run the same command again" in output
-    # Stopped mid-run with its checkpoint kept ("running" when its process was ended before it could say so).
-    assert _status(long) in ("interrupted", "running") and (long / "state.pt").is_file()
-    finished_mtime = (short / "generator.pt").stat().st_mtime_ns
-    first_evals = (long / "metrics.jsonl").read_text().splitlines()
-    assert first_evals
-
-    assert main(["run", str(path)]) == 0
-    capsys.readouterr()
-    assert {s["status"] for s in statuses(root).values()} == {"ok"} and len(statuses(root)) == 2
-    assert (short / "generator.pt").stat().st_mtime_ns == finished_mtime  # not rerun
-    resumed = (long / "metrics.jsonl").read_text().splitlines()
-    assert resumed[: len(first_evals)] == first_evals  # continued from its checkpoint, not restarted
-    assert len(resumed) == 6
-
-
-def _interrupt_when(condition, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            os.kill(os.getpid(), signal.SIGINT)
-            return
-        time.sleep(0.05)
-
-
-def _status(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "status.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def test_dry_run_starts_no_ray(tmp_path, capsys, monkeypatch):
@@ -190,15 +108,6 @@ def test_fresh_moves_old_results_aside(tmp_path):
     assert moved is not None and not root.exists()
     assert (moved / "trials" / "keep.txt").read_text() == "old"
     assert moved.name.startswith("tiny.old-")
-
-
-def test_gpu_request_on_a_cluster_without_gpus_is_refused(tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
-    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
-    path.write_text(path.read_text() + "resources: {cpus: 1, gpus: 0.5}\n")
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
-    with pytest.raises(UserError, match=r"resources.gpus: each trial asks for 0.5 GPU but the Ray cluster has 0"):
-        runner._check_cluster(load_sweep(path))
 
 
 def test_expansion_is_stable_when_domains_are_added():

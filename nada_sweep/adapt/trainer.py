@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 
@@ -145,6 +145,9 @@ class Adaptation:
     def train_step(self, batch: FrozenBatch) -> float:
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
         loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
+        if not loss.requires_grad:
+            # The selected w indices drive only the final ToRGB, which never trains: nothing to update this step.
+            return loss.item()
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -275,12 +278,17 @@ def _train(
     for step in range(progress.step, config.steps):
         loss = adaptation.step(step, frozen)
         if not math.isfinite(loss):
-            folder.write_status(status="diverged", step=step, error=f"loss became {loss} at step {step + 1}")
-            raise TrainingDiverged(f"{folder.root}: loss became {loss} at step {step + 1}")
+            _diverged(folder, config, step, f"the training loss became {loss} at step {step + 1}")
         progress.losses.append(loss)
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
             metrics, samples = evaluator.evaluate()
+            broken = [name for name, value in metrics.items() if value is not None and not math.isfinite(value)]
+            if broken:
+                # Weights that overflow on the eval latents; checked before anything is written, so the last
+                # checkpoint, metrics line and generator.pt all stay those of the last good evaluation.
+                _diverged(folder, config, step, f"the evaluation at step {done} gave non-finite "
+                          f"{', '.join(broken)} (the adapted generator's images overflow)")
             entry = progress.record(done, metrics, time.perf_counter() - started)
             save_grid(samples, folder.samples / run_files.sample_name(done), label)
             if progress.best_step == done:
@@ -294,6 +302,12 @@ def _train(
     folder.path(run_files.STATE).unlink(missing_ok=True)
     folder.write_status(status=run_files.FINISHED, step=config.steps, error=None, best_step=progress.best_step)
     return _summary_from_disk(folder)
+
+
+def _diverged(folder: RunFolder, config: AdaptConfig, step: int, what: str) -> NoReturn:
+    error = f"{what}; the weights diverged (try a lower lr than {config.lr:g})"
+    folder.write_status(status="diverged", step=step, error=error)
+    raise TrainingDiverged(f"{folder.root}: {error}")
 
 
 def _mapper_stage(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
@@ -36,6 +37,16 @@ def describe(trial: Trial) -> tuple[str, str]:
     return spec["domain"], spec["name"]
 
 
+def _error_summary(trial: Trial) -> str | None:
+    """The first line of the error Tune recorded for `trial` (e.g. "The actor died unexpectedly ..."), if any."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:  # Tune's error file is a courtesy; the trial's own status.json is the record
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
+    return lines[0][:300] if lines else None
+
+
 class SweepProgress(Callback):
     """Counts of done/running/failed trials and, per running trial, its domain, step and latest metric."""
 
@@ -49,7 +60,8 @@ class SweepProgress(Callback):
         self.stopped = 0
         self.running: dict[str, _Running] = {}
         self.started: set[str] = set()  # out_dir of each trial started in this run
-        self.errored: set[str] = set()  # out_dir of each trial that failed for good (no retry left)
+        # out_dir -> Tune's last error, of each trial that failed for good (no retry left)
+        self.errored: dict[str, str | None] = {}
         self._stopping: set[str] = set()
         self._started = time.monotonic()
         use_live = console.is_terminal if live is None else live
@@ -102,7 +114,7 @@ class SweepProgress(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.pop(trial.trial_id, None)
         self.failed += 1
-        self.errored.add(trial.config["trial"]["out_dir"])
+        self.errored[trial.config["trial"]["out_dir"]] = _error_summary(trial)
         domain, name = describe(trial)
         self._log(f"FAILED  {domain}/{name}")
         self._refresh()

@@ -237,11 +237,28 @@ def run_trial(config: dict[str, Any]) -> None:
     adapt = AdaptConfig.model_validate(spec["config"])
     try:
         run_adaptation(adapt, folder.root, on_eval=lambda entry: tune.report(_reportable(entry)),
-                       labels=spec["labels"])
+                       labels=spec["labels"], frozen_side=_frozen_side(spec, adapt))
     except Exception as error:
         if (folder.status() or {}).get("status") not in (FAILED, DIVERGED):  # the trainer records its own
             _set_status(folder, FAILED, f"{type(error).__name__}: {error}")
         raise
+
+
+def _plan_frozen_bank(sweep: ResolvedSweep, payloads: list[dict[str, Any]]) -> None:
+    """Where each trial's shared frozen bank lives and how many steps it must cover (nada_sweep.adapt.bank)."""
+    from nada_sweep.adapt.bank import bank_dir_for, bank_entries
+
+    sizes = bank_entries([sweep.adapt_config(plan) for plan in sweep.trials])
+    for payload, size in zip(payloads, sizes):
+        payload["bank"] = {"dir": str(bank_dir_for(sweep.results_root)), "entries": size}
+
+
+def _frozen_side(spec: dict[str, Any], adapt: Any) -> Any:
+    """The shared frozen bank for this trial; none (live frozen side every step) for faithful runs."""
+    from nada_sweep.adapt.bank import bank_frozen_side
+
+    bank = spec.get("bank")
+    return bank_frozen_side(bank["dir"], bank["entries"]) if bank and not adapt.faithful else None
 
 
 def _set_status(folder: RunFolder, status: str, error: str | None, **extra: Any) -> None:
@@ -278,8 +295,8 @@ def run_sweep(
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root):
         payloads = [trial_payload(sweep, i) for i in range(len(sweep.trials))]
+        _plan_frozen_bank(sweep, payloads)
         _check_existing_trials(sweep, payloads)
-        run_files.atomic_write(root / RESOLVED_FILE, lambda tmp: tmp.write_text(sweep.to_yaml()))
         started = time.monotonic()
         _fit(sweep, payloads, address=address, verbose=verbose, console=console)
         outcomes = collect_outcomes(sweep)
@@ -302,6 +319,8 @@ def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, address: str |
         _start_ray(address, verbose)
     try:
         _check_cluster(sweep)
+        # Only now: a run refused for its resources leaves the resolved config of the last real run in place.
+        write_resolved(sweep)
         title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
         progress = SweepProgress(title, len(payloads), sweep.config.select_metric, console)
         stopped: dict[str, int | None] = {}
@@ -329,7 +348,8 @@ def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, address: str |
             tuner.fit()
         finally:
             progress.close()
-            _settle_statuses(progress.started - progress.errored, stopped, _early_stopping_metric(sweep))
+            _settle_statuses(progress.started - progress.errored.keys(), stopped, _early_stopping_metric(sweep))
+            _settle_lost_trials(progress.errored)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -350,6 +370,29 @@ def _settle_statuses(stopped_by_tune: set[str], stopped_early: dict[str, int | N
                         reason=f"early stopping: {metric} behind the other trials of its domain")
         elif status in (FAILED, "running"):
             _set_status(folder, INTERRUPTED, None)
+
+
+def _settle_lost_trials(errored: dict[str, str | None]) -> None:
+    """Record as failed the trials whose process died without a word (SIGKILL, out of memory, a lost node).
+
+    Such a trial's folder still says "running"; left so, the run would look interrupted rather than failed.
+    """
+    for out_dir, tune_error in errored.items():
+        folder = RunFolder(out_dir)
+        try:
+            previous = folder.status() or {}
+        except (OSError, ValueError):
+            previous = {}
+        if previous.get("status") in (None, "running"):
+            detail = f" (Ray: {tune_error})" if tune_error else ""
+            error = ("the trial's process ended without recording an error: killed, out of memory, or its Ray node "
+                     f"was lost{detail}; the next run continues it from its last checkpoint")
+            folder.write_status(**{**previous, "status": FAILED, "error": error})
+
+
+def write_resolved(sweep: ResolvedSweep) -> None:
+    """sweep.resolved.yaml: the fully resolved config of the run that starts now (atomic: readers see old or new)."""
+    run_files.atomic_write(sweep.results_root / RESOLVED_FILE, lambda tmp: tmp.write_text(sweep.to_yaml()))
 
 
 def _early_stopping_metric(sweep: ResolvedSweep) -> str:
