@@ -5,15 +5,18 @@ These run `nada-sweep validate` (no Ray) on files written into a temporary folde
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from nada_sweep.cli import main
 from nada_sweep.config import GENERATOR_PRESETS, load_sweep
 from nada_sweep.errors import UserError
+from nada_sweep.models.checkpoints import load_generator, save_generator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,6 +128,8 @@ BAD_INPUTS = [
     ("duplicate names", SWEEP, CATALOG + "  - {name: Sketch, target: x}\n",
      ["catalog.yaml:5", "domains[2].name", "duplicate", "'Sketch'"]),
     ("unsafe name", SWEEP, CATALOG + "  - {name: ../up, target: x}\n", ["catalog.yaml:5", "folder name", "'../up'"]),
+    ("unsafe sweep name", SWEEP.replace("name: test", "name: ../../elsewhere"), CATALOG,
+     ["sweep.yaml:1", "name", "folder name", "'../../elsewhere'"]),
     ("unknown key", SWEEP.replace("  steps: 6", "  stesp: 6"), CATALOG,
      ["sweep.yaml:6", "train.stesp", "did you mean 'steps'"]),
     ("unknown top key", SWEEP + "retires: 2\n", CATALOG, ["sweep.yaml:10", "retires", "did you mean 'retries'"]),
@@ -180,3 +185,51 @@ def test_lr_in_exponent_notation_is_a_number(tmp_path):
     # YAML 1.1 reads 2e-3 as a string; users write it that way all the time.
     sweep = load_sweep(write(tmp_path, SWEEP.replace("eval_every: 3", "eval_every: 3\n  lr: 2e-3")))
     assert sweep.adapt_config(sweep.trials[0]).lr == pytest.approx(0.002)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _truncated(folder: Path) -> Path:
+    path = folder / "truncated.pt"
+    save_generator(path, load_generator("builtin:tiny").generator)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _wrong_kind(folder: Path) -> Path:
+    path = folder / "classifier.pt"
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3}, path)
+    return path
+
+
+def _runs_code(folder: Path) -> Path:
+    path = folder / "malicious.pt"
+    torch.save({"g_ema": _RunsCode(folder / "pwned")}, path)
+    return path
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_truncated, "truncated or corrupt"),
+    (_wrong_kind, "'style.1.weight'"),
+    (_runs_code, "refused: unpickling it needs arbitrary code execution"),
+], ids=["truncated", "wrong-kind", "runs-code"])
+def test_bad_generator_file_is_refused_before_anything_runs(tmp_path, capsys, make, message):
+    generator = make(tmp_path)
+    sweep = write(tmp_path, SWEEP.replace("builtin:tiny\nclip", f"{generator.name}\nclip"))
+    code, out, err = validate(sweep, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"sweep.yaml:2: generator: {generator}: " in err and message in err
+    grid = tmp_path / "grid.png"
+    assert main(["generate", str(generator), "--out", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not grid.exists()
+    assert not (tmp_path / "pwned").exists()  # the pickle's code never ran

@@ -12,6 +12,7 @@ from nada_sweep.adapt.layers import (
     pick_w_indices,
     reference_layers_for,
     set_trainable,
+    trainable_indices,
 )
 from nada_sweep.models.checkpoints import load_generator
 
@@ -90,3 +91,14 @@ def test_layers_for_indices_dedupes_and_maps(generator):
     layers = layers_for_indices(generator, [0, 0, 2], "true")
     assert layers == [generator.conv1, generator.convs[1]]
     assert layers_for_indices(generator, [1], "reference") == [generator.to_rgb1]
+
+
+def test_only_indices_that_drive_a_trainable_layer_are_candidates(generator):
+    last = generator.n_latent - 1
+    assert trainable_indices(generator, "true") == list(range(last))
+    assert trainable_indices(generator, "reference") == list(range(generator.n_latent))
+    # Even when the last index moves most (a loss on the final RGB skip only), it is never picked.
+    w0 = torch.randn(2, generator.style_dim)
+    chosen = pick_w_indices(generator, w0, lambda image: image.square().mean(), k=generator.n_latent, iters=1,
+                            candidates=trainable_indices(generator, "true"))
+    assert sorted(chosen) == list(range(last))

@@ -58,8 +58,11 @@ def pick_w_indices(
     weight_gradients: bool = False,
     lr: float = 0.01,
     randomize_noise: bool = True,
+    candidates: Sequence[int] | None = None,
 ) -> list[int]:
     """Optimise W+ copies of `w0` against `loss_fn` and return the k w indices that moved most.
+
+    Only `candidates` (default: every index) can be chosen, at most all of them.
 
     `weight_gradients=True` reproduces the reference, which leaves every generator weight requiring
     gradients during this search; the chosen indices are the same, the work is not.
@@ -79,7 +82,14 @@ def pick_w_indices(
         parameter.requires_grad_(flag)
         parameter.grad = None
     movement = (w_plus.detach() - w_start).abs().mean(dim=-1).mean(dim=0)
-    return torch.topk(movement, k).indices.tolist()
+    allowed = torch.tensor(list(candidates) if candidates is not None else range(generator.n_latent))
+    chosen = torch.topk(movement[allowed], min(k, len(allowed))).indices
+    return allowed[chosen].tolist()
+
+
+def trainable_indices(generator: Generator, layer_map: str) -> list[int]:
+    """The w indices that map to at least one trainable layer (with the true map, all but the last)."""
+    return [index for index in range(generator.n_latent) if LAYER_MAPS[layer_map](generator, index)]
 
 
 def layers_for_indices(generator: Generator, indices: Sequence[int], layer_map: str) -> list[nn.Module]:

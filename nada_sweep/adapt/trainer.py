@@ -20,7 +20,13 @@ from typing import Any, NoReturn, Protocol
 
 import torch
 
-from nada_sweep.adapt.layers import default_trainable, layers_for_indices, pick_w_indices, set_trainable
+from nada_sweep.adapt.layers import (
+    default_trainable,
+    layers_for_indices,
+    pick_w_indices,
+    set_trainable,
+    trainable_indices,
+)
 from nada_sweep.adapt.mapper import LatentMapper, mapped_latents, save_mapper, train_mapper
 from nada_sweep.adapt.losses import ClipGuidance, template_text_embedding
 from nada_sweep.adapt.settings import REFERENCE_LR_SCALE, AdaptConfig
@@ -114,6 +120,8 @@ class Adaptation:
         )
         self.randomize_noise = True  # tests turn this off to compare steps on identical noise
         self.chosen_indices: list[int] | None = None
+        # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
+        self.candidates = trainable_indices(self.g_train, config.layer_map)
 
     @property
     def selects_layers(self) -> bool:
@@ -121,9 +129,9 @@ class Adaptation:
 
     def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
         """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
-        if self.config.k >= self.g_frozen.n_latent and not self.config.faithful:
-            # The top n_latent of n_latent indices are all of them, whatever the search finds: skip it.
-            indices = list(range(self.g_frozen.n_latent))
+        if self.config.k >= len(self.candidates) and not self.config.faithful:
+            # The top k of k candidates are all of them, whatever the search finds: skip it.
+            indices = list(self.candidates)
         else:
             if z is None:
                 z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
@@ -137,6 +145,7 @@ class Adaptation:
                 self.config.auto_layer_iters,
                 weight_gradients=self.config.faithful,
                 randomize_noise=self.randomize_noise,
+                candidates=self.candidates,
             )
         set_trainable(self.g_train, layers_for_indices(self.g_train, indices, self.config.layer_map))
         self.chosen_indices = indices
@@ -145,9 +154,6 @@ class Adaptation:
     def train_step(self, batch: FrozenBatch) -> float:
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
         loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
-        if not loss.requires_grad:
-            # The selected w indices drive only the final ToRGB, which never trains: nothing to update this step.
-            return loss.item()
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -332,7 +338,14 @@ def _image_target_samples(adaptation: Adaptation) -> torch.Tensor:
         return adaptation.g_frozen([z])[0]
 
 
-def _save_weights(folder: RunFolder, adaptation: Adaptation, loaded: LoadedGenerator, config, step, label) -> None:
+def _save_weights(
+    folder: RunFolder,
+    adaptation: Adaptation,
+    loaded: LoadedGenerator,
+    config: AdaptConfig,
+    step: int,
+    label: str | None,
+) -> None:
     metadata = {
         "source": config.source,
         "target": config.target or config.target_images,

@@ -255,7 +255,7 @@ def _read_checkpoint(path: Path, resolved: Path) -> _Checkpoint:
         with file, torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        needs_code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        needs_code = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if needs_code:
             raise UserError(
                 f"{path}: refused: unpickling it needs arbitrary code execution (it references "
