@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nada-sweep: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("nada-sweep: interrupted", file=sys.stderr)
+        print("nada-sweep: interrupted; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
