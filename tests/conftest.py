@@ -9,6 +9,8 @@ from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
 
 torch.set_num_threads(2)
 
+pytest_plugins = ["sweep_helpers"]  # its local_ray fixture serves the sweep and fault tests
+
 
 @pytest.fixture
 def tiny_config() -> AdaptConfig:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 from report_helpers import fake_trial, line
-from sweep_helpers import local_ray, make_sweep, status, statuses, wait_for  # noqa: F401 (local_ray: a fixture)
+from sweep_helpers import make_sweep, status, statuses, wait_for
 
 from nada_sweep import run_files
 from nada_sweep.adapt.trainer import TrainingDiverged, run_adaptation

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from sweep_helpers import local_ray, make_sweep, statuses  # noqa: F401 (local_ray: a fixture)
+from sweep_helpers import make_sweep, statuses
 
 from nada_sweep import run_files
 from nada_sweep.cli import main
