@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, median, print_table, ratio  # noqa: E402
+from common import interleaved, median, print_table, ratio
 
-from nada_sweep.adapt.layers import default_trainable, set_trainable  # noqa: E402
-from nada_sweep.models.stylegan2 import Generator  # noqa: E402
+from nada_sweep.adapt.layers import default_trainable, set_trainable
+from nada_sweep.models.stylegan2 import Generator
 
 SETTINGS = {256: (2, 3), 1024: (1, 2)}  # size -> (batch, timed rounds)
 

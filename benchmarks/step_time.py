@@ -27,12 +27,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, make_clip_files, make_generator_file, median, print_table, ratio  # noqa: E402
+from common import (
+    interleaved,
+    make_clip_files,
+    make_generator_file,
+    median,
+    print_table,
+    ratio,
+)
 
-from nada_sweep.adapt.bank import BankedFrozenSide, compute_entry  # noqa: E402
-from nada_sweep.adapt.settings import AdaptConfig, ClipSpec  # noqa: E402
-from nada_sweep.adapt.trainer import Adaptation, LiveFrozenSide, load_guidance  # noqa: E402
-from nada_sweep.models.checkpoints import load_generator  # noqa: E402
+from nada_sweep.adapt.bank import BankedFrozenSide, compute_entry
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.adapt.trainer import Adaptation, LiveFrozenSide, load_guidance
+from nada_sweep.models.checkpoints import load_generator
 
 RECIPES = {
     "readme": {"k": 8, "auto_layer_iters": 1, "clip_models": 2},
@@ -115,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=6, help="timed steps per variant and recipe")
     parser.add_argument("--recipes", default="readme,shape,plain")
     parser.add_argument("--official", type=Path, help="a checkout prepared by prepare_official.py")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    # One thread: on a shared machine, two OpenMP threads stall at every barrier while a neighbour holds a
+    # core (steps measured 20x slower), which would time the neighbour rather than the code.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", help="VARIANT:RECIPE: print a torch.profiler table of that variant instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, print_table  # noqa: E402
+from common import median, print_table
 
 DOMAINS = {
     "sketch": "pencil sketch", "anime": "anime painting", "pixar": "3D render in the style of Pixar",
@@ -131,15 +131,15 @@ def elapsed(run_dir: Path) -> float:
     return json.loads(lines[-1])["elapsed_s"]
 
 
-def tune_overheads(storage: Path) -> list[tuple[float, float]]:
-    """(trial start offset, overhead) per trial from Tune's result.json: time_total_s minus our elapsed_s."""
+def tune_trials(storage: Path) -> list[tuple[float, float, float]]:
+    """(start, end, overhead) per trial from Tune's result.json; overhead = time_total_s minus our elapsed_s."""
     rows = []
     for result in storage.rglob("result.json"):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if lines:
             last = lines[-1]
             start = last["timestamp"] - last["time_total_s"]
-            rows.append((start, last["time_total_s"] - last["elapsed_s"]))
+            rows.append((start, last["timestamp"], last["time_total_s"] - last["elapsed_s"]))
     return sorted(rows)
 
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     script = loop_script(work, args.steps)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
+    sweep_started = time.time()
     sweep_wall, sweep_mem, rc = timed([str(Path(sys.executable).with_name("nada-sweep")), "run", str(sweep)], env)
     if rc:
         raise SystemExit(f"nada-sweep run failed ({rc})")
@@ -166,7 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
     sweep_compute = sum(elapsed(t) for t in trials)
     loop_runs = sorted((work / "loop").glob("*/*"))
     loop_compute = sum(elapsed(t) for t in loop_runs)
-    overheads = tune_overheads(work / "results" / "bench" / "tune")
+    tune_rows = tune_trials(work / "results" / "bench" / "tune")
+    overheads = [(start, overhead) for start, _, overhead in tune_rows]
+    first_start = min(start for start, _, _ in tune_rows)
+    last_end = max(end for _, end, _ in tune_rows)
     workers = [mib for label, mib in sweep_mem.values() if "ray::" in label and "IDLE" not in label]
     adapt_peaks = [mib for label, mib in loop_mem.values() if " adapt " in label]
     result = {
@@ -180,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
         "overhead_first_s": overheads[0][1] if overheads else None,
         "overhead_rest_median_s": median([o for _, o in overheads[1:]]) if len(overheads) > 1 else None,
         "loop_overhead_per_trial_s": (loop_wall - loop_compute) / len(loop_runs),
+        # the sweep's fixed costs: CLI + Ray + Tune + first worker start; report + shutdown
+        "sweep_startup_s": first_start - sweep_started,
+        "sweep_finish_s": sweep_started + sweep_wall - last_end,
+        "trials_phase_efficiency": sweep_compute / ((last_end - first_start) * WORKERS),
     }
     print_table(
         f"sweep throughput: {len(trials)} trials x {args.steps} steps (built-in tiny models), {WORKERS} cores",
@@ -188,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
             ["wall, s", sweep_wall, loop_wall, f"{loop_wall / sweep_wall:.2f}x"],
             ["summed in-trial compute, s", sweep_compute, loop_compute, ""],
             ["efficiency (compute / wall x workers)", result["sweep_efficiency"], result["loop_efficiency"], ""],
+            ["  same, first trial start to last trial end", result["trials_phase_efficiency"], "", ""],
+            ["  start-up before the first trial, s", result["sweep_startup_s"], "", ""],
+            ["  after the last trial (report, shutdown), s", result["sweep_finish_s"], "", ""],
             ["peak memory per worker, MiB", result["worker_peak_mib"], result["adapt_peak_mib"], ""],
             ["overhead, first trial, s", result["overhead_first_s"], "", ""],
             ["overhead per trial after the first, s", result["overhead_rest_median_s"],

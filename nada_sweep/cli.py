@@ -53,7 +53,7 @@ def _add_model_options(parser: argparse.ArgumentParser, model: type[pydantic.Bas
         default = info.get_default(call_default_factory=True)
         text = f"{info.description} (default: {default})"
         if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue
         kind, choices = _field_type(info.annotation)
         parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=text)

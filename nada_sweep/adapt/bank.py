@@ -56,7 +56,8 @@ def _file_identity(spec: str) -> str:
 
 
 def bank_key(config: AdaptConfig) -> str:
-    """What the frozen side depends on, hashed: generator, guiding CLIP models (in order), seed, batch, mixing."""
+    """What the frozen side depends on, hashed: generator, guiding CLIP models (in order), seed, batch, mixing,
+    CLIP precision."""
     identity = {
         "format": BANK_FORMAT,
         "generator": _file_identity(config.generator),
@@ -64,13 +65,15 @@ def bank_key(config: AdaptConfig) -> str:
         "seed": config.seed,
         "batch": config.batch,
         "mixing": config.mixing,
+        "bf16_clip": config.cuda_bf16_clip,  # embeddings computed under bf16 autocast differ
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _group(config: AdaptConfig) -> tuple:
     # The same grouping as bank_key, without touching the file system (the driver may lack the files).
-    return (config.generator, tuple(spec.name for spec in config.clip), config.seed, config.batch, config.mixing)
+    return (config.generator, tuple(spec.name for spec in config.clip), config.seed, config.batch, config.mixing,
+            config.cuda_bf16_clip)
 
 
 def bank_entries(configs: Sequence[AdaptConfig]) -> list[int]:
@@ -126,7 +129,8 @@ def compute_entry(adaptation: Adaptation, index: int, keep_images: bool = False)
         w_mix = g.style(z_mix.to(adaptation.device)) if mixed else w
         entry = BankEntry(w, w_mix, crossover, [])
         images = g([entry.w_plus(g.n_latent)], input_is_latent=True, noise=noise)[0]
-        entry.source_embeddings = [e.float() for e in adaptation.guidance.embed_source(images)]
+        with adaptation.clip_precision():
+            entry.source_embeddings = [e.float() for e in adaptation.guidance.embed_source(images)]
     if keep_images:
         entry.source_images = images
     return entry

@@ -87,6 +87,17 @@ class TrainSettings(BaseModel):
         description="reproduce the reference's order of work (frozen side every step, weight gradients during "
         "layer selection) -- slower, same math; for comparison",
     )
+    cuda_tf32: bool = Field(
+        True, description="on CUDA: TF32 matmuls and convolutions (Ampere or newer): faster, ~1e-3 relative rounding"
+    )
+    cuda_bf16_clip: bool = Field(
+        False, description="on CUDA: run the CLIP forward passes of training steps under bf16 autocast"
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the trained generator (compile time counts in the run; layer selection with "
+        "k below n_latent changes the trainable set every step and recompiles)",
+    )
 
     @model_validator(mode="after")
     def _samples_are_eval_latents(self) -> TrainSettings:

@@ -10,6 +10,7 @@ weights, optimiser and RNG state) from which a rerun continues.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -99,7 +100,8 @@ class LiveFrozenSide:
             z = sample_z(batch_size, a.g_frozen.style_dim, a.config.mixing, a.device)
             styles = [a.g_frozen.style(s) for s in z]
             images = a.g_frozen(styles, input_is_latent=True, randomize_noise=a.randomize_noise)[0]
-            embeddings = a.guidance.embed_source(images)
+            with a.clip_precision():
+                embeddings = [e.float() for e in a.guidance.embed_source(images)]
         return FrozenBatch(styles, embeddings, images if a.config.lambda_patch > 0 else None)
 
 
@@ -122,6 +124,18 @@ class Adaptation:
         self.chosen_indices: list[int] | None = None
         # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
         self.candidates = trainable_indices(self.g_train, config.layer_map)
+        if device.type == "cuda":
+            # process-wide switches: each trial a worker runs sets them from its own config
+            torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
+            torch.backends.cudnn.allow_tf32 = config.cuda_tf32
+        if config.compile:
+            self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
+
+    def clip_precision(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for CLIP forward passes when cuda_bf16_clip asks for it on a CUDA device."""
+        if self.device.type == "cuda" and self.config.cuda_bf16_clip:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def selects_layers(self) -> bool:
@@ -153,7 +167,8 @@ class Adaptation:
 
     def train_step(self, batch: FrozenBatch) -> float:
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
-        loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
+        with self.clip_precision():
+            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
