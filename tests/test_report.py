@@ -14,6 +14,7 @@ from PIL import Image
 from report_helpers import HOSTILE_PROMPT, fake_trial, line, png, real_trial
 from rich.console import Console
 
+from nada_sweep import run_files
 from nada_sweep.errors import UserError
 from nada_sweep.report import best_per_domain, build_report, print_best_table
 from nada_sweep.report.gallery import THUMB_HEIGHT
@@ -289,3 +290,22 @@ def test_leaderboard_and_gallery_from_real_trials(real_sweep):
 
     loaded = load_generator(real_sweep / "best" / "sketch" / "generator.pt")
     assert loaded.generator.size == 64
+
+
+def test_mapper_stage_shows_in_gallery_and_leaderboard(tmp_path):
+    root = tmp_path / "sweep"
+    with_mapper = fake_trial(root, "cat", "k=0", [line(2), line(4, clip_direction=0.3)])
+    fake_trial(root, "cat", "k=4", [line(2), line(4)])
+    fake_trial(root, "sketch", "k=0", [line(2), line(4)])
+    run_files.write_json(with_mapper.path(run_files.MAPPER_METRICS),
+                         {"mapper_clip_direction": 0.42, "mapper_diversity_ratio": 0.8})
+    png(with_mapper.samples / run_files.MAPPER_SAMPLES, color=(200, 10, 10))
+
+    index = build_report(root)
+    html = index.read_text()
+    assert "cat + latent mapper" in html and "sketch + latent mapper" not in html
+    assert 'src="trials/cat/k%3D0/samples/mapper.png"' in html
+    rows = list(csv.DictReader((root / "leaderboard.csv").open()))
+    by_trial = {(row["domain"], row["trial"]): row for row in rows}
+    assert float(by_trial[("cat", "k=0")]["mapper_clip_direction"]) == pytest.approx(0.42)
+    assert by_trial[("sketch", "k=0")]["mapper_clip_direction"] == ""

@@ -96,10 +96,11 @@ class Pages:
 
     # ---------------------------------------------------------------- images
     def picture(self, trial: Trial, step: int | None, depth: int, alt: str) -> Picture | None:
-        path = trial.sample(step)
+        return self.picture_file(trial, trial.sample(step), trial.sample_name(step), depth, alt)
+
+    def picture_file(self, trial: Trial, path: Path | None, name: str, depth: int, alt: str) -> Picture | None:
         if path is None:
             return None
-        name = trial.sample_name(step)
         full = _url([*trial.rel, run_files.SAMPLES, name], depth)
         thumb_parts = (THUMBS, *trial.rel[1:], name)
         shown = _url(thumb_parts, depth) if _thumbnail(path, self.output(*thumb_parts)) else full
@@ -193,7 +194,12 @@ class Pages:
         groups = []
         for generator, domains in by_generator.items():
             trials = [item.trial for d in domains for item in d.ranked]
-            rows = [self.domain_row(domain) for domain in domains]
+            rows = []
+            for domain in domains:
+                rows.append(self.domain_row(domain))
+                mapper = self.mapper_row(domain)
+                if mapper:
+                    rows.append(mapper)
             groups.append({"source": self.source_card(trials, 0, generator), "rows": rows})
         items = [item for d in self.domains for item in d.ranked]
         path = self.output(INDEX)
@@ -215,6 +221,21 @@ class Pages:
         if domain.all_collapsed:
             card.note = "; ".join(filter(None, [card.note, "every trial of this domain collapsed: best of them shown"]))
         return card
+
+    def mapper_row(self, domain: DomainResult) -> Card | None:
+        """The domain's winner seen through its latent mapper (same latents), when the trial trained one."""
+        winner = domain.winner
+        if winner is None or not winner.trial.mapper:
+            return None
+        trial = winner.trial
+        name = run_files.MAPPER_SAMPLES
+        alt = f"{domain.name}: trial {trial.trial_id} through its latent mapper"
+        picture = self.picture_file(trial, trial.mapper_sample(), name, 0, alt)
+        facts = [("mapper on", f"generator.pt of step {trial.generator_step}")]
+        facts += [(key, format_value(value)) for key, value in trial.mapper.items() if key.startswith("mapper_")]
+        page = _url([DOMAINS, self.slugs[domain.name] + ".html"], 0)
+        return Card(f"{domain.name} + latent mapper", f"{trial.source} → {trial.target}", "mapper", picture,
+                    facts, None if picture else "mapper samples are missing", page)
 
     def domain_page(self, domain: DomainResult) -> Path:
         slug = self.slugs[domain.name]

@@ -31,7 +31,11 @@ BEST_COLUMNS = ("domain", "trial", "source", "target", *SETTING_COLUMNS, "best_s
                 "collapsed", "trials", "evaluated")
 
 
-def trial_row(item: Ranked, extra_params: list[str]) -> dict[str, Any]:
+# The latent-mapper stage's metrics (same fixed latents, through the mapper), when any trial trained one.
+MAPPER_COLUMNS = tuple(f"mapper_{name}" for name in METRIC_NAMES)
+
+
+def trial_row(item: Ranked, extra_params: list[str], mapper_columns: bool = False) -> dict[str, Any]:
     trial, best = item.trial, item.best or {}
     row: dict[str, Any] = {
         "domain": trial.domain,
@@ -50,6 +54,8 @@ def trial_row(item: Ranked, extra_params: list[str]) -> dict[str, Any]:
     }
     # Searched settings beyond k/lr/steps (mixing, loss weights, ...) get a column each.
     row |= {name: trial.params.get(name) for name in extra_params}
+    if mapper_columns:
+        row |= {name: finite(trial.mapper.get(name)) for name in MAPPER_COLUMNS}
     return row
 
 
@@ -60,7 +66,8 @@ def extra_params(domains: list[DomainResult]) -> list[str]:
 
 def trial_rows(domains: list[DomainResult]) -> list[dict[str, Any]]:
     extra = extra_params(domains)
-    return [trial_row(item, extra) for domain in domains for item in domain.ranked]
+    mapper = any(item.trial.mapper for domain in domains for item in domain.ranked)
+    return [trial_row(item, extra, mapper) for domain in domains for item in domain.ranked]
 
 
 def best_rows(domains: list[DomainResult], metric: str) -> list[dict[str, Any]]:

@@ -80,6 +80,7 @@ class Trial:
     label: str | None
     status_step: int | None = None  # the step status.json reports (training may be past the last eval)
     problems: list[str] = field(default_factory=list)  # unreadable files, shown next to the trial
+    mapper: dict[str, Any] = field(default_factory=dict)  # mapper_metrics.json of the latent-mapper stage
 
     @property
     def source(self) -> str:
@@ -136,6 +137,10 @@ class Trial:
 
     def sample(self, step: int | None) -> Path | None:
         return self.file(run_files.SAMPLES, self.sample_name(step))
+
+    def mapper_sample(self) -> Path | None:
+        """The sample grid of the best step's generator seen through the latent mapper, if one was trained."""
+        return self.file(run_files.SAMPLES, run_files.MAPPER_SAMPLES)
 
 
 @dataclass
@@ -279,6 +284,7 @@ def _read_trial(folder: Path, domain_dir: str, trial_dir: str) -> Trial:
         demo=bool(labels.get("demo")),
         label=str(record["label"]) if record.get("label") else None,
         problems=problems,
+        mapper=_read_dict(folder, run_files.MAPPER_METRICS, problems),
     )
 
 
