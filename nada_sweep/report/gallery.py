@@ -223,15 +223,15 @@ class Pages:
         return card
 
     def mapper_row(self, domain: DomainResult) -> Card | None:
-        """The domain's winner seen through its latent mapper (same latents), when the trial trained one."""
-        winner = domain.winner
-        if winner is None or not winner.trial.mapper:
+        """The domain's best trial that trained a latent mapper, seen through it (same latents)."""
+        with_mapper = next((item for item in domain.ranked if item.trial.mapper and item.best is not None), None)
+        if with_mapper is None:
             return None
-        trial = winner.trial
+        trial = with_mapper.trial
         name = run_files.MAPPER_SAMPLES
         alt = f"{domain.name}: trial {trial.trial_id} through its latent mapper"
         picture = self.picture_file(trial, trial.mapper_sample(), name, 0, alt)
-        facts = [("mapper on", f"generator.pt of step {trial.generator_step}")]
+        facts = [("trial", trial.trial_id), ("mapper on", f"generator.pt of step {trial.generator_step}")]
         facts += [(key, format_value(value)) for key, value in trial.mapper.items() if key.startswith("mapper_")]
         page = _url([DOMAINS, self.slugs[domain.name] + ".html"], 0)
         return Card(f"{domain.name} + latent mapper", f"{trial.source} → {trial.target}", "mapper", picture,
