@@ -120,10 +120,7 @@ def compute_entry(adaptation: Adaptation, index: int, keep_images: bool = False)
         z_mix = torch.randn(config.batch, g.style_dim, generator=rng)
         # random.randint(1, n_latent - 1) in the reference generator: both ends included
         crossover = int(torch.randint(1, g.n_latent, (), generator=rng))
-    noise = [
-        torch.randn(config.batch, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), generator=rng).to(adaptation.device)
-        for i in range(g.num_layers)
-    ]
+    noise = g.make_noise(config.batch, generator=rng)
     with torch.no_grad():
         w = g.style(z.to(adaptation.device))
         w_mix = g.style(z_mix.to(adaptation.device)) if mixed else w

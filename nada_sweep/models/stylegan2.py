@@ -341,6 +341,11 @@ class ToRGB(nn.Module):
 # Generator
 
 
+def noise_resolution(layer_idx: int) -> int:
+    """Side of noise map `layer_idx`: 4, 8, 8, 16, 16, ... (conv1, then two convs per resolution)."""
+    return 2 ** ((layer_idx + 5) // 2)
+
+
 class Generator(nn.Module):
     """StyleGAN2 generator (config-f): mapping network `style` and synthesis network, rosinality layout."""
 
@@ -380,7 +385,7 @@ class Generator(nn.Module):
         self.to_rgbs = nn.ModuleList()
         self.noises = nn.Module()
         for layer_idx in range(self.num_layers):
-            res = 2 ** ((layer_idx + 5) // 2)
+            res = noise_resolution(layer_idx)
             self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, res, res))
 
         in_channel = ch[4]
@@ -399,13 +404,20 @@ class Generator(nn.Module):
             if isinstance(module, (ModulatedConv2d, _FIRFilter)):
                 module.fast = bool(enabled)
 
-    def make_noise(self) -> list[Tensor]:
-        """Fresh noise maps, one per styled conv, on the generator's device."""
+    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Fresh noise maps, one per styled conv, on the generator's device.
+
+        With a (CPU) `generator` the maps are drawn from it, so they depend on its seed only.
+        """
         device = self.input.input.device
-        return [
-            torch.randn(1, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), device=device)
-            for i in range(self.num_layers)
-        ]
+        maps = []
+        for i in range(self.num_layers):
+            res = noise_resolution(i)
+            if generator is None:
+                maps.append(torch.randn(batch, 1, res, res, device=device))
+            else:
+                maps.append(torch.randn(batch, 1, res, res, generator=generator).to(device))
+        return maps
 
     def mean_latent(self, n_latent: int) -> Tensor:
         """Mean w over n_latent random z: the truncation centre, shape [1, style_dim]."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nada_sweep.report.metrics import finite
+from nada_sweep.report.metrics import finite, is_better
 from nada_sweep.report.selection import DomainResult
 from nada_sweep.run_files import atomic_write
 
@@ -33,7 +33,7 @@ def k_sweep(domain: DomainResult, metric: str, path: Path) -> bool:
     figure = Figure(figsize=(5.5, 3.6))
     axes = figure.subplots()
     for lr in sorted(by_lr):
-        points = _best_per_x(by_lr[lr], higher=metric != "loss")
+        points = _best_per_x(by_lr[lr], metric)
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"lr {lr:g}")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("k (trained w indices; 0 = default layers)")
@@ -44,11 +44,11 @@ def k_sweep(domain: DomainResult, metric: str, path: Path) -> bool:
     return True
 
 
-def _best_per_x(points: list[tuple[float, float]], higher: bool) -> list[tuple[float, float]]:
+def _best_per_x(points: list[tuple[float, float]], metric: str) -> list[tuple[float, float]]:
     # Several trials may share (k, lr) when other settings are searched too; the line follows the best.
     best: dict[float, float] = {}
     for x, y in points:
-        if x not in best or (y > best[x] if higher else y < best[x]):
+        if is_better(metric, y, best.get(x)):
             best[x] = y
     return sorted(best.items())
 
