@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--official", help="checkout prepared by prepare_official.py (optional)")
     parser.add_argument("--reps", default="6", help="timed steps per variant (step_time)")
     parser.add_argument("--sweep-steps", default="60", help="training steps per sweep trial")
+    parser.add_argument("--sweep-long-steps", nargs="*", default=["300"],
+                        help="further trial lengths at which only the sweep's efficiency is measured")
     parser.add_argument("--loop-threads", default="1", help="torch threads per `adapt` process in the loop")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -35,7 +37,8 @@ def main() -> None:
                            "torch": torch.__version__}}
     results["step_time"] = step_time.main(["--reps", args.reps] + (["--official", args.official] if args.official else []))
     results["kernels"] = kernels.main([])
-    results["sweep"] = sweep_throughput.main(["--steps", args.sweep_steps, "--loop-threads", args.loop_threads])
+    results["sweep"] = sweep_throughput.main(["--steps", args.sweep_steps, "--loop-threads", args.loop_threads,
+                                              "--long-steps", *args.sweep_long_steps])
     results["total_s"] = time.time() - started
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

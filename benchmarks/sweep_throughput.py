@@ -1,6 +1,6 @@
 """Sweep throughput: `nada-sweep run` on a tiny sweep against a shell loop of `nada-sweep adapt`, one per trial.
 
-    python benchmarks/sweep_throughput.py [--steps 100] [--loop-threads 2]
+    python benchmarks/sweep_throughput.py [--steps 100] [--loop-threads 2] [--long-steps 300 ...]
 
 The sweep: 8 domains x k in {0, 4} = 16 trials on the built-in tiny models (64 px generator, tiny CLIP),
 `resources: {cpus: 1}`, so Ray runs one trial per core. The loop runs the same 16 trials one after another,
@@ -8,7 +8,8 @@ the way StyleGAN-NADA is run today (one process per trial), each process with --
 Printed: wall time of each and their ratio (throughput = loop wall / sweep wall); efficiency = summed
 in-trial compute (each trial's elapsed_s: its training steps and evaluations) / (wall x workers); peak memory
 of each worker process (RSS, polled); overhead per trial (Tune's time_total_s minus the trial's elapsed_s:
-process start, model loading, evaluation set-up, the frozen bank, reporting).
+process start, model loading, evaluation set-up, the frozen bank, reporting). --long-steps runs the sweep
+again (no loop) at longer trials: the command's fixed cost (Ray start-up, report) weighs less there.
 """
 
 from __future__ import annotations
@@ -143,68 +144,88 @@ def tune_trials(storage: Path) -> list[tuple[float, float, float]]:
     return sorted(rows)
 
 
+def measure_sweep(folder: Path, steps: int, env: dict[str, str]) -> dict:
+    """Run the tiny sweep at `steps` steps per trial in `folder`; its wall time, efficiency and overheads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep = write_sweep(folder, steps)
+    started = time.time()
+    wall, memory, rc = timed([str(Path(sys.executable).with_name("nada-sweep")), "run", str(sweep)], env)
+    if rc:
+        raise SystemExit(f"nada-sweep run failed ({rc})")
+    trials = sorted((folder / "results" / "bench" / "trials").glob("*/*"))
+    compute = sum(elapsed(t) for t in trials)
+    tune_rows = tune_trials(folder / "results" / "bench" / "tune")
+    overheads = [overhead for _, _, overhead in tune_rows]
+    first_start = min(start for start, _, _ in tune_rows)
+    last_end = max(end for _, end, _ in tune_rows)
+    workers = [mib for label, mib in memory.values() if "ray::" in label and "IDLE" not in label]
+    return {
+        "steps": steps, "trials": len(trials), "wall_s": wall, "compute_s": compute,
+        "efficiency": compute / (wall * WORKERS),
+        "worker_peak_mib": max(workers) if workers else None,
+        "overhead_first_s": overheads[0] if overheads else None,
+        "overhead_rest_median_s": median(overheads[1:]) if len(overheads) > 1 else None,
+        # the fixed costs: CLI + Ray + Tune + first worker start; report + shutdown
+        "startup_s": first_start - started,
+        "finish_s": started + wall - last_end,
+        "trials_phase_efficiency": compute / ((last_end - first_start) * WORKERS),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="training steps per trial")
     parser.add_argument("--loop-threads", type=int, default=os.cpu_count(),
                         help="torch threads of each `adapt` process in the loop (default: all cores, as people run it)")
+    parser.add_argument("--long-steps", type=int, nargs="*", default=[],
+                        help="also run the sweep (without the loop) at these trial lengths, for efficiency")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="nada-sweep-bench-"))
-    sweep = write_sweep(work, args.steps)
-    script = loop_script(work, args.steps)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
-    sweep_started = time.time()
-    sweep_wall, sweep_mem, rc = timed([str(Path(sys.executable).with_name("nada-sweep")), "run", str(sweep)], env)
-    if rc:
-        raise SystemExit(f"nada-sweep run failed ({rc})")
-    loop_env = {**env, "OMP_NUM_THREADS": str(args.loop_threads)}
-    loop_wall, loop_mem, rc = timed(["bash", str(script)], loop_env)
+    sweep = measure_sweep(work / f"steps{args.steps}", args.steps, env)
+    script = loop_script(work, args.steps)
+    loop_wall, loop_mem, rc = timed(["bash", str(script)], {**env, "OMP_NUM_THREADS": str(args.loop_threads)})
     if rc:
         raise SystemExit(f"the adapt loop failed ({rc})")
-
-    trials = sorted((work / "results" / "bench" / "trials").glob("*/*"))
-    sweep_compute = sum(elapsed(t) for t in trials)
     loop_runs = sorted((work / "loop").glob("*/*"))
     loop_compute = sum(elapsed(t) for t in loop_runs)
-    tune_rows = tune_trials(work / "results" / "bench" / "tune")
-    overheads = [(start, overhead) for start, _, overhead in tune_rows]
-    first_start = min(start for start, _, _ in tune_rows)
-    last_end = max(end for _, end, _ in tune_rows)
-    workers = [mib for label, mib in sweep_mem.values() if "ray::" in label and "IDLE" not in label]
     adapt_peaks = [mib for label, mib in loop_mem.values() if " adapt " in label]
+    longer = [measure_sweep(work / f"steps{steps}", steps, env) for steps in args.long_steps]
+
     result = {
-        "trials": len(trials), "steps": args.steps,
-        "sweep_wall_s": sweep_wall, "loop_wall_s": loop_wall, "throughput_ratio": loop_wall / sweep_wall,
-        "sweep_efficiency": sweep_compute / (sweep_wall * WORKERS),
-        "loop_efficiency": loop_compute / loop_wall,
-        "sweep_compute_s": sweep_compute, "loop_compute_s": loop_compute,
-        "worker_peak_mib": max(workers) if workers else None,
+        **{f"sweep_{key}": value for key, value in sweep.items()},
+        "loop_wall_s": loop_wall, "throughput_ratio": loop_wall / sweep["wall_s"],
+        "loop_compute_s": loop_compute, "loop_efficiency": loop_compute / loop_wall,
         "adapt_peak_mib": max(adapt_peaks) if adapt_peaks else None,
-        "overhead_first_s": overheads[0][1] if overheads else None,
-        "overhead_rest_median_s": median([o for _, o in overheads[1:]]) if len(overheads) > 1 else None,
         "loop_overhead_per_trial_s": (loop_wall - loop_compute) / len(loop_runs),
-        # the sweep's fixed costs: CLI + Ray + Tune + first worker start; report + shutdown
-        "sweep_startup_s": first_start - sweep_started,
-        "sweep_finish_s": sweep_started + sweep_wall - last_end,
-        "trials_phase_efficiency": sweep_compute / ((last_end - first_start) * WORKERS),
+        "longer": longer,
     }
     print_table(
-        f"sweep throughput: {len(trials)} trials x {args.steps} steps (built-in tiny models), {WORKERS} cores",
+        f"sweep throughput: {sweep['trials']} trials x {args.steps} steps (built-in tiny models), {WORKERS} cores",
         ["", "nada-sweep run", f"adapt loop ({args.loop_threads} thr)", "ratio"],
         [
-            ["wall, s", sweep_wall, loop_wall, f"{loop_wall / sweep_wall:.2f}x"],
-            ["summed in-trial compute, s", sweep_compute, loop_compute, ""],
-            ["efficiency (compute / wall x workers)", result["sweep_efficiency"], result["loop_efficiency"], ""],
-            ["  same, first trial start to last trial end", result["trials_phase_efficiency"], "", ""],
-            ["  start-up before the first trial, s", result["sweep_startup_s"], "", ""],
-            ["  after the last trial (report, shutdown), s", result["sweep_finish_s"], "", ""],
-            ["peak memory per worker, MiB", result["worker_peak_mib"], result["adapt_peak_mib"], ""],
-            ["overhead, first trial, s", result["overhead_first_s"], "", ""],
-            ["overhead per trial after the first, s", result["overhead_rest_median_s"],
+            ["wall, s", sweep["wall_s"], loop_wall, f"{result['throughput_ratio']:.2f}x"],
+            ["summed in-trial compute, s", sweep["compute_s"], loop_compute, ""],
+            ["efficiency (compute / wall x workers)", sweep["efficiency"], result["loop_efficiency"], ""],
+            ["  same, first trial start to last trial end", sweep["trials_phase_efficiency"], "", ""],
+            ["  start-up before the first trial, s", sweep["startup_s"], "", ""],
+            ["  after the last trial (report, shutdown), s", sweep["finish_s"], "", ""],
+            ["peak memory per worker, MiB", sweep["worker_peak_mib"], result["adapt_peak_mib"], ""],
+            ["overhead, first trial, s", sweep["overhead_first_s"], "", ""],
+            ["overhead per trial after the first, s", sweep["overhead_rest_median_s"],
              result["loop_overhead_per_trial_s"], ""],
         ],
     )
+    if longer:
+        runs = [sweep, *longer]
+        print_table(
+            "sweep efficiency against trial length (same 16 trials)",
+            ["steps per trial", "wall, s", "compute, s", "efficiency", "first to last trial", "start-up, s",
+             "after last trial, s"],
+            [[r["steps"], r["wall_s"], r["compute_s"], r["efficiency"], r["trials_phase_efficiency"], r["startup_s"],
+              r["finish_s"]] for r in runs],
+        )
     return result
 
 

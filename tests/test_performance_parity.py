@@ -40,7 +40,7 @@ def _adaptation(config, faithful: bool) -> Adaptation:
 
 def _step(adaptation: Adaptation, batch: FrozenBatch, seed: int) -> tuple[float, list[int] | None]:
     torch.manual_seed(seed)  # the selection's latents
-    if adaptation.selects_layers:
+    if adaptation.config.selects_layers:
         adaptation.choose_layers()
     return adaptation.train_step(batch), adaptation.chosen_indices
 

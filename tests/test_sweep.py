@@ -16,6 +16,7 @@ from rich.console import Console
 from sweep_helpers import make_sweep, statuses
 
 from nada_sweep import run_files
+from nada_sweep.adapt.settings import MapperSettings
 from nada_sweep.cli import main
 from nada_sweep.config import load_sweep
 from nada_sweep.sweep import runner, space
@@ -60,6 +61,27 @@ def test_sweep_runs_every_trial_and_reports_a_failing_one(tmp_path, capsys, loca
     assert "4/6 trials succeeded, 2 failed" in out
     assert "failed: broken/k=0" in out
     assert (root / "index.html").is_file()  # the report is built at the end
+
+
+def test_trials_start_longest_first(tmp_path):
+    path = make_sweep(tmp_path, """\
+        - {name: sketch, target: pencil sketch}
+        - {name: anime, target: anime painting, steps: 8}
+    """)
+    sweep = load_sweep(path)
+    payloads = [runner.trial_payload(sweep, i) for i in range(len(sweep.trials))]
+    order = [f"{p['domain']}/{p['name']}" for p in runner.longest_first(sweep, payloads)]
+    # Layer selection (k > 0) costs more per step than k = 0, and more steps cost more.
+    assert order == ["anime/k=4", "sketch/k=4", "anime/k=0", "sketch/k=0"]
+
+
+def test_estimated_cost_counts_steps_selection_and_mapper(tiny_config):
+    base = runner.estimated_cost(tiny_config.model_copy(update={"k": 0}))
+    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 0, "steps": 2 * tiny_config.steps})) == 2 * base
+    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 2})) > base
+    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 2, "auto_layer_iters": 0})) == base
+    with_mapper = tiny_config.model_copy(update={"k": 0, "mapper": MapperSettings()})
+    assert runner.estimated_cost(with_mapper) > base
 
 
 def test_dry_run_starts_no_ray(tmp_path, capsys, monkeypatch):

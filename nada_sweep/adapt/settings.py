@@ -99,6 +99,11 @@ class TrainSettings(BaseModel):
         "k below n_latent changes the trainable set every step and recompiles)",
     )
 
+    @property
+    def selects_layers(self) -> bool:
+        """Whether each step picks its k trained layers by a W+ search (adaptive layer selection)."""
+        return self.k > 0 and self.auto_layer_iters > 0
+
     @model_validator(mode="after")
     def _samples_are_eval_latents(self) -> TrainSettings:
         if self.n_samples > self.n_eval:

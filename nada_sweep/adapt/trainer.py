@@ -137,10 +137,6 @@ class Adaptation:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    @property
-    def selects_layers(self) -> bool:
-        return self.config.k > 0 and self.config.auto_layer_iters > 0
-
     def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
         """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
         if self.config.k >= len(self.candidates) and not self.config.faithful:
@@ -175,7 +171,7 @@ class Adaptation:
         return loss.item()
 
     def step(self, step_index: int, frozen: FrozenSide) -> float:
-        if self.selects_layers and step_index % self.config.auto_layer_every == 0:
+        if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
             self.choose_layers()
         return self.train_step(frozen.next_batch(self.config.batch))
 
@@ -218,7 +214,7 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
         check_prompt(config.target, "target")
     if config.k > n_latent:
         raise UserError(f"k: {config.k} is larger than the generator's n_latent ({n_latent}); use 0..{n_latent}")
-    if config.k > 0 and config.auto_layer_iters > 0 and not config.target:
+    if config.selects_layers and not config.target:
         raise UserError("k: adaptive layer selection needs a target text ('target'), not only 'target_images'")
 
 

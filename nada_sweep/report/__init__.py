@@ -13,7 +13,6 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from nada_sweep.report.gallery import write_pages
 from nada_sweep.report.leaderboard import best_rows, print_best, write_leaderboard
 from nada_sweep.report.results import read_sweep
 from nada_sweep.report.selection import rank_sweep
@@ -33,6 +32,10 @@ def build_report(
     `select_metric` and `collapse_threshold` override sweep.resolved.yaml (default: clip_direction, 0.5).
     Raises UserError for a folder that is not a sweep's results folder or a bad selection setting.
     """
+    # Imported here: the gallery pulls in matplotlib, jinja2 and PIL, which the sweep driver and its workers
+    # (they import this package for its metric rules) should not pay for at start-up.
+    from nada_sweep.report.gallery import write_pages
+
     sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
     domains = rank_sweep(sweep.trials, sweep.selection)
     document = write_leaderboard(sweep, domains, sweep.root)

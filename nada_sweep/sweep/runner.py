@@ -31,6 +31,7 @@ from nada_sweep.run_files import RunFolder
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from nada_sweep.adapt.settings import AdaptConfig
     from nada_sweep.sweep.progress import SweepProgress
 
 EXIT_OK = 0
@@ -244,6 +245,25 @@ def run_trial(config: dict[str, Any]) -> None:
         raise
 
 
+def longest_first(sweep: ResolvedSweep, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials' payloads (in sweep.trials order) reordered by estimated cost, largest first, ties kept in order.
+
+    Tune starts trials in the order it is given them. Starting the longest first (longest-processing-time-first
+    scheduling) lets the sweep end on short trials instead of leaving workers idle while one long trial finishes.
+    """
+    costs = [estimated_cost(sweep.adapt_config(plan)) for plan in sweep.trials]
+    return [payloads[i] for i in sorted(range(len(payloads)), key=lambda i: -costs[i])]
+
+
+def estimated_cost(config: AdaptConfig) -> float:
+    """A trial's work in latents passed through generator and CLIP; a rough measure, used only to order trials."""
+    per_step = config.batch
+    if config.selects_layers:
+        per_step += config.auto_layer_batch * config.auto_layer_iters / config.auto_layer_every
+    mapper = config.mapper
+    return config.steps * per_step + (mapper.steps * mapper.batch if mapper else 0)
+
+
 def _plan_frozen_bank(sweep: ResolvedSweep, payloads: list[dict[str, Any]]) -> None:
     """Where each trial's shared frozen bank lives and how many steps it must cover (nada_sweep.adapt.bank)."""
     from nada_sweep.adapt.bank import bank_dir_for, bank_entries
@@ -297,6 +317,7 @@ def run_sweep(
         payloads = [trial_payload(sweep, i) for i in range(len(sweep.trials))]
         _plan_frozen_bank(sweep, payloads)
         _check_existing_trials(sweep, payloads)
+        payloads = longest_first(sweep, payloads)
         started = time.monotonic()
         _fit(sweep, payloads, address=address, verbose=verbose, console=console)
         outcomes = collect_outcomes(sweep)
