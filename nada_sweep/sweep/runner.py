@@ -12,8 +12,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,61 +320,83 @@ def run_sweep(
         _check_existing_trials(sweep, payloads)
         payloads = longest_first(sweep, payloads)
         started = time.monotonic()
-        _fit(sweep, payloads, address=address, verbose=verbose, console=console)
-        outcomes = collect_outcomes(sweep)
-        return _finish(sweep, outcomes, time.monotonic() - started, console)
+        with _ray_for_run(address, verbose) as release_ray:
+            try:
+                _fit(sweep, payloads, verbose=verbose, console=console)
+            finally:
+                release_ray()  # the report needs no Ray
+            outcomes = collect_outcomes(sweep)
+            return _finish(sweep, outcomes, time.monotonic() - started, console)
 
 
-def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, address: str | None, verbose: bool,
-         console: Console) -> None:
+@contextlib.contextmanager
+def _ray_for_run(address: str | None, verbose: bool) -> Iterator[Callable[[], None]]:
+    """Ray for this run: the one a caller (a notebook, the tests) is connected to, else one started here.
+
+    Yields `release`: once the trials are over it starts stopping a Ray started here in the background (about
+    1.5 s, spent while the report is built); leaving the block waits for that stop.
+    """
+    import ray
+
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        _start_ray(address, verbose)
+    stopping: list[threading.Thread] = []
+
+    def release() -> None:
+        if owns_ray and not stopping:
+            stopping.append(threading.Thread(target=ray.shutdown, name="ray-shutdown"))
+            stopping[0].start()
+
+    try:
+        yield release
+    finally:
+        release()
+        for thread in stopping:
+            thread.join()
+
+
+def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, verbose: bool, console: Console) -> None:
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the legacy output engine prints nothing
         # Tune logs advice (e.g. resume with Tuner.restore) that does not apply to this command.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    import ray
     from ray import tune
 
     from nada_sweep.sweep.progress import SweepProgress
 
-    owns_ray = not ray.is_initialized()  # a caller (a notebook, the tests) may already be connected
-    if owns_ray:
-        _start_ray(address, verbose)
+    _check_cluster(sweep)
+    # Only now: a run refused for its resources leaves the resolved config of the last real run in place.
+    write_resolved(sweep)
+    title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
+    progress = SweepProgress(title, len(payloads), sweep.config.select_metric, console)
+    stopped: dict[str, int | None] = {}
+    resources = sweep.config.resources
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": resources.cpus, "gpu": resources.gpus}),
+        param_space={"trial": tune.grid_search(payloads)},
+        tune_config=tune.TuneConfig(
+            scheduler=_scheduler(sweep, payloads, progress, stopped),
+            num_samples=1,
+            max_concurrent_trials=sweep.config.max_concurrent,
+            reuse_actors=True,  # a worker keeps its loaded generator/CLIP models for the next trial
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=time.strftime("run-%Y%m%d-%H%M%S"),
+            storage_path=sweep.storage,
+            failure_config=tune.FailureConfig(max_failures=sweep.config.retries),
+            callbacks=[progress],
+            verbose=1 if verbose else 0,
+        ),
+    )
     try:
-        _check_cluster(sweep)
-        # Only now: a run refused for its resources leaves the resolved config of the last real run in place.
-        write_resolved(sweep)
-        title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
-        progress = SweepProgress(title, len(payloads), sweep.config.select_metric, console)
-        stopped: dict[str, int | None] = {}
-        resources = sweep.config.resources
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": resources.cpus, "gpu": resources.gpus}),
-            param_space={"trial": tune.grid_search(payloads)},
-            tune_config=tune.TuneConfig(
-                scheduler=_scheduler(sweep, payloads, progress, stopped),
-                num_samples=1,
-                max_concurrent_trials=sweep.config.max_concurrent,
-                reuse_actors=True,  # a worker keeps its loaded generator/CLIP models for the next trial
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=time.strftime("run-%Y%m%d-%H%M%S"),
-                storage_path=sweep.storage,
-                failure_config=tune.FailureConfig(max_failures=sweep.config.retries),
-                callbacks=[progress],
-                verbose=1 if verbose else 0,
-            ),
-        )
-        try:
-            tuner.fit()
-        finally:
-            progress.close()
-            _settle_statuses(progress.started - progress.errored.keys(), stopped, _early_stopping_metric(sweep))
-            _settle_lost_trials(progress.errored)
+        tuner.fit()
     finally:
-        if owns_ray:
-            ray.shutdown()
+        progress.close()
+        _settle_statuses(progress.started - progress.errored.keys(), stopped, _early_stopping_metric(sweep))
+        _settle_lost_trials(progress.errored)
 
 
 def _settle_statuses(stopped_by_tune: set[str], stopped_early: dict[str, int | None], metric: str) -> None:
