@@ -22,7 +22,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from nada_sweep.adapt.settings import AdaptConfig, ClipSpec, SelectMetric, TrainSettings
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec, SelectMetric, TrainSettings, layer_selection_on
 from nada_sweep.errors import UserError
 from nada_sweep.report.metrics import LOWER_IS_BETTER
 from nada_sweep.sweep import space
@@ -786,7 +786,8 @@ def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_pre
         loc = ("domains", domain.index)
         if k_dim is None and domain.settings["k"] > n_latent:
             catalog_problems.add((*loc, "k"), rule, domain.settings["k"])
-        selects = any(k > 0 for k in (k_values or [domain.settings["k"]])) and domain.settings["auto_layer_iters"] > 0
+        selects = any(layer_selection_on(k, domain.settings["auto_layer_iters"])
+                      for k in (k_values or [domain.settings["k"]]))
         if selects and domain.target is None:
             catalog_problems.add(loc, "adaptive layer selection (k > 0) needs a `target` text; this domain only "
                                  "has target_images (set k: 0 for it)")

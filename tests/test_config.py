@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from nada_sweep.cli import main
 from nada_sweep.config import GENERATOR_PRESETS, load_sweep
@@ -185,6 +186,19 @@ def test_lr_in_exponent_notation_is_a_number(tmp_path):
     # YAML 1.1 reads 2e-3 as a string; users write it that way all the time.
     sweep = load_sweep(write(tmp_path, SWEEP.replace("eval_every: 3", "eval_every: 3\n  lr: 2e-3")))
     assert sweep.adapt_config(sweep.trials[0]).lr == pytest.approx(0.002)
+
+
+def test_layer_selection_needs_a_target_text(tmp_path, capsys):
+    (tmp_path / "style").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "style" / "ref.png")
+    catalog = CATALOG + "  - {name: styled, target_images: style}\n"
+    code, out, err = validate(write(tmp_path, SWEEP, catalog), capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "catalog.yaml:5" in err and "adaptive layer selection (k > 0) needs a `target` text" in err
+    # Without the W+ search (auto_layer_iters 0) k only caps the trained indices: no text needed.
+    no_search = SWEEP.replace("eval_every: 3", "eval_every: 3\n  auto_layer_iters: 0")
+    code, out, err = validate(write(tmp_path, no_search, catalog), capsys)
+    assert code == 0, err
 
 
 class _RunsCode:

@@ -47,6 +47,11 @@ class MapperSettings(BaseModel):
     depth: int = Field(4, gt=0, description="linear layers per group MLP")
 
 
+def layer_selection_on(k: int, auto_layer_iters: int) -> bool:
+    """Whether training picks its k trained layers by a W+ search (adaptive layer selection)."""
+    return k > 0 and auto_layer_iters > 0
+
+
 class TrainSettings(BaseModel):
     """Hyperparameters of one adaptation; every field may be searched or overridden per domain."""
 
@@ -101,8 +106,7 @@ class TrainSettings(BaseModel):
 
     @property
     def selects_layers(self) -> bool:
-        """Whether each step picks its k trained layers by a W+ search (adaptive layer selection)."""
-        return self.k > 0 and self.auto_layer_iters > 0
+        return layer_selection_on(self.k, self.auto_layer_iters)
 
     @model_validator(mode="after")
     def _samples_are_eval_latents(self) -> TrainSettings:

@@ -341,19 +341,20 @@ def _ray_for_run(address: str | None, verbose: bool) -> Iterator[Callable[[], No
     owns_ray = not ray.is_initialized()
     if owns_ray:
         _start_ray(address, verbose)
-    stopping: list[threading.Thread] = []
+    stopping: threading.Thread | None = None
 
     def release() -> None:
-        if owns_ray and not stopping:
-            stopping.append(threading.Thread(target=ray.shutdown, name="ray-shutdown"))
-            stopping[0].start()
+        nonlocal stopping
+        if owns_ray and stopping is None:
+            stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+            stopping.start()
 
     try:
         yield release
     finally:
         release()
-        for thread in stopping:
-            thread.join()
+        if stopping is not None:
+            stopping.join()
 
 
 def _fit(sweep: ResolvedSweep, payloads: list[dict[str, Any]], *, verbose: bool, console: Console) -> None:
