@@ -38,7 +38,7 @@ from common import (
 
 from nada_sweep.adapt.bank import BankedFrozenSide, compute_entry
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
-from nada_sweep.adapt.trainer import Adaptation, LiveFrozenSide, load_guidance
+from nada_sweep.adapt.nada import Adaptation, LiveFrozenSide, load_guidance
 from nada_sweep.models.checkpoints import load_generator
 
 RECIPES = {

@@ -73,7 +73,7 @@ def _slug(text: str) -> str:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from nada_sweep.adapt.trainer import run_adaptation
+    from nada_sweep.adapt.run import run_adaptation
     from nada_sweep.run_files import CONFIG, RunFolder, read_json
 
     fields = {name: getattr(args, name) for name in AdaptConfig.model_fields if getattr(args, name, None) is not None}
@@ -133,7 +133,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nada_sweep.sweep.runner import run_command
+    from nada_sweep.sweep.driver import run_command
 
     return run_command(
         args.sweep,
@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from nada_sweep.sweep.runner import validate_command
+    from nada_sweep.sweep.driver import validate_command
 
     return validate_command(args.sweep, demo=args.demo, console=console)
 

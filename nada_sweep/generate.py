@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nada_sweep.adapt.trainer import RANDOM_WEIGHT_LABEL, resolve_device
+from nada_sweep.devices import resolve_device
 from nada_sweep.adapt.mapper import load_mapper, mapped_latents
 from nada_sweep.images import save_grid
 from nada_sweep.models.checkpoints import load_generator
-from nada_sweep.run_files import MAPPER
+from nada_sweep.run_files import MAPPER, RANDOM_WEIGHT_LABEL
 from nada_sweep.sampling import fixed_latents, render
 
 

@@ -11,6 +11,13 @@ from torchvision.utils import make_grid
 from nada_sweep.run_files import atomic_write
 
 PNG_LABEL_KEY = "nada-sweep"
+# Style images a folder may hold (an image-guided target); every format here is one Pillow reads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of `folder` by suffix, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def save_grid(images: torch.Tensor, path: Path, label: str | None = None, nrow: int | None = None) -> None:

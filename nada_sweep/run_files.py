@@ -1,15 +1,18 @@
-"""The files of one run folder, shared by the trainer (writer) and the report (reader).
+"""The on-disk contract: what a run folder and a sweep folder hold, trial statuses, atomic writes, locks.
 
-Everything readers depend on is written atomically (temporary file + rename), so a crash or a kill never
-leaves half a file behind.
+The trainer and the sweep write these files; the report reads them. Everything readers depend on is written
+atomically (temporary file, fsync, rename), so a crash or a kill never leaves half a file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +27,50 @@ SOURCE_SAMPLES = "source.png"
 MAPPER_SAMPLES = "mapper.png"
 MAPPER_METRICS = "mapper_metrics.json"
 
-FINISHED = "ok"
+# The one wording of the notice that results come from random-weight models (PNG text chunks, config.json,
+# the terminal, the gallery).
+RANDOM_WEIGHT_LABEL = "RANDOM-WEIGHT DEMO MODEL: images and numbers show the pipeline works, not real results"
+
+
+class Status(enum.StrEnum):
+    """A trial's state as its status.json records it."""
+
+    PENDING = "pending"  # no status.json yet: created, not started
+    RUNNING = "running"
+    OK = "ok"  # finished every step
+    FAILED = "failed"
+    DIVERGED = "diverged"  # the loss or the metrics became NaN or infinite
+    INTERRUPTED = "interrupted"  # stopped by Ctrl+C or the driver; the next run continues it
+    STOPPED = "stopped"  # stopped early by the per-domain scheduler
+
+    @classmethod
+    def of(cls, record: Any) -> Status:
+        """The status a status.json record holds; a missing or damaged record reads as PENDING."""
+        try:
+            return cls(record.get("status", cls.PENDING)) if isinstance(record, dict) else cls.PENDING
+        except ValueError:
+            return cls.PENDING
+
+    @property
+    def done(self) -> bool:
+        """Finished for good: a rerun does not train it again."""
+        return self in (Status.OK, Status.STOPPED)
+
+    @property
+    def failed(self) -> bool:
+        return self in (Status.FAILED, Status.DIVERGED)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` and rename the result onto `path` only once it is complete."""
+    """Call `write(tmp_path)` and rename the result onto `path` only once it is complete and on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -46,6 +82,33 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; `holder` is what it wrote into the lock file (its pid)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is locked by {holder}")
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (never waits: raises LockHeld); the lock file records our pid."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise LockHeld(path, handle.read().strip() or "unknown") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sample_name(step: int) -> str:
@@ -66,15 +129,26 @@ class RunFolder:
         return self.root / SAMPLES
 
     def status(self) -> dict[str, Any] | None:
-        path = self.path(STATUS)
-        return read_json(path) if path.exists() else None
+        """status.json as written, or None when it is missing, unreadable or not a mapping (a damaged file)."""
+        try:
+            data = read_json(self.path(STATUS))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def state(self) -> Status:
+        """The trial's Status; a missing or damaged status.json reads as PENDING."""
+        return Status.of(self.status())
 
     def is_finished(self) -> bool:
-        status = self.status()
-        return status is not None and status.get("status") == FINISHED
+        return self.state() is Status.OK
 
     def write_status(self, **fields: Any) -> None:
         write_json(self.path(STATUS), fields)
+
+    def update_status(self, status: Status, error: str | None, **extra: Any) -> None:
+        """Change the status, keeping what was recorded before (step, best_step)."""
+        self.write_status(**{**(self.status() or {}), "status": status, "error": error, **extra})
 
     def history(self) -> list[dict[str, Any]]:
         """Every eval line of metrics.jsonl; a torn last line (a crash mid-append) is ignored."""
@@ -93,3 +167,44 @@ class RunFolder:
         # Rewritten whole (it is small) so that a resumed run never holds lines past its checkpoint.
         text = "".join(json.dumps(entry) + "\n" for entry in history)
         atomic_write(self.path(METRICS), lambda tmp: tmp.write_text(text))
+
+
+class SweepFolder:
+    """results/<sweep>/: the resolved config, the trials' run folders, and what the driver keeps beside them."""
+
+    RESOLVED = "sweep.resolved.yaml"
+    TRIALS = "trials"
+    TUNE = "tune"  # Ray Tune's experiment state, when the sweep sets no other storage
+    BANK = "bank"  # the shared frozen bank (nada_sweep.adapt.bank)
+    LOCK = ".lock"  # held by the one `run` using the folder
+    BEST = "best"  # each domain's best weights, copied by the report
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def resolved(self) -> Path:
+        return self.root / self.RESOLVED
+
+    @property
+    def trials(self) -> Path:
+        return self.root / self.TRIALS
+
+    @property
+    def tune(self) -> Path:
+        return self.root / self.TUNE
+
+    @property
+    def bank(self) -> Path:
+        return self.root / self.BANK
+
+    @property
+    def lock(self) -> Path:
+        return self.root / self.LOCK
+
+    @property
+    def best(self) -> Path:
+        return self.root / self.BEST
+
+    def trial(self, domain: str, trial: str) -> RunFolder:
+        return RunFolder(self.trials / domain / trial)

@@ -17,7 +17,7 @@ def real_trial(root: Path, domain: str, trial: str, *, target: str, k: int, lr: 
                steps: int = 4) -> Path:
     """One real adaptation on the tiny built-in models, in the sweep layout trials/<domain>/<trial>/."""
     from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
-    from nada_sweep.adapt.trainer import run_adaptation
+    from nada_sweep.adapt.run import run_adaptation
 
     config = AdaptConfig(
         generator="builtin:tiny",

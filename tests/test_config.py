@@ -15,7 +15,8 @@ import yaml
 from PIL import Image
 
 from nada_sweep.cli import main
-from nada_sweep.config import GENERATOR_PRESETS, load_sweep
+from nada_sweep.models.checkpoints import GENERATOR_PRESETS
+from nada_sweep.sweep.load import load_sweep
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator, save_generator
 

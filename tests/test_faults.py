@@ -24,13 +24,14 @@ from report_helpers import fake_trial, line
 from sweep_helpers import make_sweep, status, statuses, wait_for
 
 from nada_sweep import run_files
-from nada_sweep.adapt.trainer import TrainingDiverged, run_adaptation
+from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 from nada_sweep.cli import main
-from nada_sweep.config import load_sweep
+from nada_sweep.sweep.load import load_sweep
 from nada_sweep.models.checkpoints import load_generator, save_generator
 from nada_sweep.report import build_report
 from nada_sweep.run_files import RunFolder
-from nada_sweep.sweep import runner
+from nada_sweep.run_files import SweepFolder
+from nada_sweep.sweep import driver
 
 CLI = [sys.executable, "-m", "nada_sweep.cli"]
 ONE_DOMAIN = "- {name: sketch, target: pencil sketch}\n"
@@ -58,7 +59,7 @@ def strict_lines(path: Path) -> list[dict]:
 
 def lock_owner(root: Path) -> int | None:
     try:
-        return int((root / runner.LOCK_FILE).read_text().strip())
+        return int((root / SweepFolder.LOCK).read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -300,8 +301,8 @@ def test_gpus_the_cluster_lacks_are_refused_at_once_and_nothing_is_touched(tmp_p
     root = tmp_path / "results" / "tiny"
     (root / "trials/sketch/k=0").mkdir(parents=True)  # an earlier run's results
     (root / "trials/sketch/k=0/notes.txt").write_text("kept")
-    (root / runner.RESOLVED_FILE).write_text("# the resolved config of the earlier run\n")
-    before = snapshot(root, skip=(runner.LOCK_FILE,))
+    (root / SweepFolder.RESOLVED).write_text("# the resolved config of the earlier run\n")
+    before = snapshot(root, skip=(SweepFolder.LOCK,))
 
     code = run_in_thread(["run", str(path)], timeout=120)
 
@@ -310,7 +311,7 @@ def test_gpus_the_cluster_lacks_are_refused_at_once_and_nothing_is_touched(tmp_p
     assert code == 2, err
     assert "sweep.yaml: resources.gpus: each trial asks for 64 GPU but the Ray cluster has" in err
     assert "set gpus: 0" in err and "Traceback" not in err
-    assert snapshot(root, skip=(runner.LOCK_FILE,)) == before
+    assert snapshot(root, skip=(SweepFolder.LOCK,)) == before
 
 
 # ------------------------------------------------------------------------------------------------ atomic files
@@ -328,10 +329,10 @@ def _status(root: Path) -> Callable[[], None]:
 
 def _resolved(root: Path) -> Callable[[], None]:
     root.mkdir(parents=True)
-    (root / runner.RESOLVED_FILE).write_text("# an earlier run's resolved config\n")
+    (root / SweepFolder.RESOLVED).write_text("# an earlier run's resolved config\n")
     sweep = load_sweep(make_sweep(root.parent.parent, ONE_DOMAIN))
     assert sweep.results_root == root
-    return lambda: runner.write_resolved(sweep)
+    return lambda: driver.write_resolved(sweep)
 
 
 def _report(root: Path) -> Callable[[], None]:
@@ -352,7 +353,7 @@ def _generator(root: Path) -> Callable[[], None]:
 ATOMIC_FILES: dict[str, Callable[[Path], Callable[[], None]]] = {
     run_files.METRICS: _metrics,
     run_files.STATUS: _status,
-    runner.RESOLVED_FILE: _resolved,
+    SweepFolder.RESOLVED: _resolved,
     "leaderboard.csv": _report,
     "leaderboard.md": _report,
     "leaderboard.json": _report,

@@ -173,11 +173,21 @@ def test_image_direction_target_folder_errors(tmp_path):
     model = shared()
     with pytest.raises(UserError, match="is not a folder"):
         image_direction_target(model, tmp_path / "missing", images(1, 0))
-    with pytest.raises(UserError, match="no .png/.jpg images"):
+    with pytest.raises(UserError, match="holds no images"):
         image_direction_target(model, tmp_path, images(1, 0))
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match="broken.jpg"):
         image_direction_target(model, tmp_path, images(1, 0))
+
+
+def test_image_direction_target_reads_every_format_validate_accepts(tmp_path):
+    # validate accepts a folder of .webp/.bmp images; the loss must read them too (it once read only png/jpg).
+    model = shared()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)).save(tmp_path / "a.webp", lossless=True)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)).save(tmp_path / "b.bmp")
+    direction = image_direction_target(model, tmp_path, images(2, 0))
+    assert direction.shape == (32,) and torch.isfinite(direction).all()
 
 
 LAMBDAS = {"lambda_direction": 1.0, "lambda_global": 0.5, "lambda_manifold": 0.25}

@@ -9,7 +9,8 @@ from PIL import Image
 
 from nada_sweep.adapt.mapper import load_mapper, mapped_latents, save_mapper, train_mapper
 from nada_sweep.adapt.settings import MapperSettings
-from nada_sweep.adapt.trainer import load_guidance, run_adaptation
+from nada_sweep.adapt.nada import load_guidance
+from nada_sweep.adapt.run import run_adaptation
 from nada_sweep.generate import generate_grid
 from nada_sweep.models.checkpoints import load_generator
 from nada_sweep.run_files import read_json

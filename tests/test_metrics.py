@@ -8,15 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nada_sweep.report.metrics import (
+from nada_sweep.adapt.evaluate import (
     clip_direction,
     clip_quality,
     diversity,
     evaluate_embeddings,
-    finite,
-    is_better,
     preservation,
 )
+from nada_sweep.metric_rules import finite, is_better
 
 E = torch.eye(4)  # orthonormal basis e0..e3
 

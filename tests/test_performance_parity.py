@@ -18,13 +18,8 @@ from nada_sweep.adapt.bank import (
     compute_entry,
     open_bank,
 )
-from nada_sweep.adapt.trainer import (
-    Adaptation,
-    FrozenBatch,
-    LiveFrozenSide,
-    load_guidance,
-    run_adaptation,
-)
+from nada_sweep.adapt.nada import Adaptation, FrozenBatch, LiveFrozenSide, load_guidance
+from nada_sweep.adapt.run import run_adaptation
 from nada_sweep.models.checkpoints import load_generator
 
 CPU = torch.device("cpu")

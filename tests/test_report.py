@@ -19,7 +19,8 @@ from nada_sweep.errors import UserError
 from nada_sweep.report import best_per_domain, build_report, print_best_table
 from nada_sweep.report.gallery import THUMB_HEIGHT
 from nada_sweep.report.results import read_sweep, safe_name
-from nada_sweep.report.selection import best_entry, rank_sweep
+from nada_sweep.metric_rules import best_entry
+from nada_sweep.report.selection import rank_sweep
 
 
 class _Links(HTMLParser):

@@ -18,8 +18,10 @@ from sweep_helpers import make_sweep, statuses
 from nada_sweep import run_files
 from nada_sweep.adapt.settings import MapperSettings
 from nada_sweep.cli import main
-from nada_sweep.config import load_sweep
-from nada_sweep.sweep import runner, space
+from nada_sweep.sweep.load import load_sweep
+from nada_sweep.run_files import SweepFolder
+from nada_sweep.sweep import driver, space
+from nada_sweep.sweep.trainable import SPEC_KEY, TrialSpec
 
 
 @pytest.mark.slow
@@ -69,19 +71,19 @@ def test_trials_start_longest_first(tmp_path):
         - {name: anime, target: anime painting, steps: 8}
     """)
     sweep = load_sweep(path)
-    payloads = [runner.trial_payload(sweep, i) for i in range(len(sweep.trials))]
-    order = [f"{p['domain']}/{p['name']}" for p in runner.longest_first(sweep, payloads)]
+    specs = [driver.trial_spec(sweep, i) for i in range(len(sweep.trials))]
+    order = [f"{s.domain}/{s.name}" for s in driver.longest_first(sweep, specs)]
     # Layer selection (k > 0) costs more per step than k = 0, and more steps cost more.
     assert order == ["anime/k=4", "sketch/k=4", "anime/k=0", "sketch/k=0"]
 
 
 def test_estimated_cost_counts_steps_selection_and_mapper(tiny_config):
-    base = runner.estimated_cost(tiny_config.model_copy(update={"k": 0}))
-    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 0, "steps": 2 * tiny_config.steps})) == 2 * base
-    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 2})) > base
-    assert runner.estimated_cost(tiny_config.model_copy(update={"k": 2, "auto_layer_iters": 0})) == base
+    base = driver.estimated_cost(tiny_config.model_copy(update={"k": 0}))
+    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 0, "steps": 2 * tiny_config.steps})) == 2 * base
+    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 2})) > base
+    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 2, "auto_layer_iters": 0})) == base
     with_mapper = tiny_config.model_copy(update={"k": 0, "mapper": MapperSettings()})
-    assert runner.estimated_cost(with_mapper) > base
+    assert driver.estimated_cost(with_mapper) > base
 
 
 def test_dry_run_starts_no_ray(tmp_path, capsys, monkeypatch):
@@ -102,7 +104,7 @@ def test_second_run_on_the_same_results_refuses(tmp_path, capsys):
     path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n")
     root = tmp_path / "results" / "tiny"
     root.mkdir(parents=True)
-    with open(root / runner.LOCK_FILE, "w") as held:
+    with open(root / SweepFolder.LOCK, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `nada-sweep run` holds it
         held.write("4242\n")
         held.flush()
@@ -126,7 +128,7 @@ def test_fresh_moves_old_results_aside(tmp_path):
     root = tmp_path / "results" / "tiny"
     (root / "trials").mkdir(parents=True)
     (root / "trials" / "keep.txt").write_text("old")
-    moved = runner.move_aside(root, Console(file=open(os.devnull, "w")))
+    moved = driver.move_aside(root, Console(file=open(os.devnull, "w")))
     assert moved is not None and not root.exists()
     assert (moved / "trials" / "keep.txt").read_text() == "old"
     assert moved.name.startswith("tiny.old-")
@@ -142,7 +144,9 @@ def test_expansion_is_stable_when_domains_are_added():
 
 
 def _fake_trial(trial_id: str, domain: str, steps: int = 100) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={"trial": {"domain": domain, "steps": steps}})
+    spec = TrialSpec(index=0, domain=domain, name=trial_id, out_dir=f"/nowhere/{trial_id}", steps=steps, cpus=1,
+                     config={}, labels={})
+    return SimpleNamespace(trial_id=trial_id, config={SPEC_KEY: spec.model_dump()})
 
 
 def test_early_stopping_compares_trials_only_within_their_domain():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nada_sweep.adapt.layers import layers_for_indices
-from nada_sweep.adapt.trainer import Adaptation, LiveFrozenSide, load_guidance, run_adaptation
+from nada_sweep.adapt.nada import Adaptation, LiveFrozenSide, load_guidance
+from nada_sweep.adapt.run import run_adaptation
 from nada_sweep.errors import UserError
 from nada_sweep.images import PNG_LABEL_KEY
 from nada_sweep.models.checkpoints import load_generator

@@ -26,7 +26,6 @@ draws its own.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -40,10 +39,9 @@ from nada_sweep import run_files
 from nada_sweep.adapt.settings import AdaptConfig
 
 if TYPE_CHECKING:
-    from nada_sweep.adapt.trainer import Adaptation, FrozenBatch
+    from nada_sweep.adapt.nada import Adaptation, FrozenBatch
 
 BANK_FORMAT = 1  # bump when what an entry holds or how it is drawn changes: old files are then ignored
-BANK_DIR = "bank"
 
 
 def _file_identity(spec: str) -> str:
@@ -182,7 +180,7 @@ class BankedFrozenSide:
         return compute_entry(self.adaptation, index, keep_images=self.needs_images)
 
     def next_batch(self, batch_size: int) -> FrozenBatch:
-        from nada_sweep.adapt.trainer import FrozenBatch
+        from nada_sweep.adapt.nada import FrozenBatch
 
         if batch_size != self.adaptation.config.batch:
             raise ValueError(f"the bank holds batches of {self.adaptation.config.batch}, not {batch_size}")
@@ -211,19 +209,15 @@ def open_bank(adaptation: Adaptation, bank_dir: Path, size: int, start_step: int
 
 def _build_if_free(adaptation: Adaptation, lock_path: Path, path: Path, key: str, size: int
                    ) -> list[BankEntry] | None:
-    with open(lock_path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None  # another trial is building it
-        try:
+    try:
+        with run_files.file_lock(lock_path):
             entries = _load_bank(path, key, adaptation.device) if path.exists() else None
             if entries is None:
                 entries = [compute_entry(adaptation, i) for i in range(size)]
                 _save_bank(path, key, entries)
             return entries
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except run_files.LockHeld:
+        return None  # another trial is building it
 
 
 def bank_frozen_side(bank_dir: Path | str, size: int) -> Callable[[Adaptation, int], BankedFrozenSide]:
@@ -231,9 +225,5 @@ def bank_frozen_side(bank_dir: Path | str, size: int) -> Callable[[Adaptation, i
     return lambda adaptation, start_step: open_bank(adaptation, Path(bank_dir), size, start_step)
 
 
-def bank_dir_for(results_root: Path | str) -> Path:
-    return Path(results_root) / BANK_DIR
-
-
-__all__ = ["BankEntry", "BankedFrozenSide", "bank_dir_for", "bank_entries", "bank_frozen_side", "bank_key",
+__all__ = ["BankEntry", "BankedFrozenSide", "bank_entries", "bank_frozen_side", "bank_key",
            "compute_entry", "open_bank"]

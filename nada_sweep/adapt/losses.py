@@ -20,14 +20,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from nada_sweep.errors import UserError
+from nada_sweep.images import IMAGE_SUFFIXES, image_files
 from nada_sweep.models.clip_models import IMAGENET_TEMPLATES, ClipModel
 
 __all__ = [
     "IMAGENET_TEMPLATES", "ClipGuidance", "directional_loss", "global_loss", "image_direction_target",
     "manifold_loss", "patch_directional_loss", "template_text_embedding", "text_direction",
 ]
-
-STYLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _templated_embeddings(clip: ClipModel, text: str) -> Tensor:
@@ -68,15 +67,16 @@ def image_direction_target(clip: ClipModel, style_images_dir: str | Path, genera
     """Unit [D] target direction for image-guided adaptation.
 
     mean(normalised E(style image)) - mean(normalised E(generated image)), normalised; style images are the
-    .png/.jpg files of `style_images_dir`, generated_images a [N, 3, H, W] batch in [-1, 1] (~16 samples
+    image files of `style_images_dir`, generated_images a [N, 3, H, W] batch in [-1, 1] (~16 samples
     of the source generator).
     """
     folder = Path(style_images_dir).expanduser()
     if not folder.is_dir():
-        raise UserError(f"style images: {str(folder)!r} is not a folder; give a folder of .png/.jpg images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in STYLE_IMAGE_SUFFIXES)
+        raise UserError(f"style images: {str(folder)!r} is not a folder; give a folder of images "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    files = image_files(folder)
     if not files:
-        raise UserError(f"style images: {str(folder)!r} holds no .png/.jpg images")
+        raise UserError(f"style images: {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     with torch.no_grad():
         # One by one: style images may all differ in size, and there are few of them.
         style = torch.stack([F.normalize(clip.encode_images(_read_image(p)), dim=-1)[0] for p in files])

@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nada_sweep.metric_rules import DEFAULT_SELECT_METRIC, SelectMetric
+
 # The reference scales the user-facing lr by g_reg_every / (g_reg_every + 1) with g_reg_every = 4; we keep
 # "lr" as the number users know from the reference's README and apply the same factor inside the optimiser.
 REFERENCE_LR_SCALE = 4 / 5
-
-SelectMetric = Literal["clip_direction", "clip_quality", "diversity", "diversity_ratio", "preservation", "loss"]
 
 
 class ClipSpec(BaseModel):
@@ -133,7 +133,7 @@ class AdaptConfig(TrainSettings):
         None, description="CLIP model that computes the metrics (default: the first training model)"
     )
     select_metric: SelectMetric = Field(
-        "clip_direction", description="eval metric that picks the best step (its weights go to generator.pt)"
+        DEFAULT_SELECT_METRIC, description="eval metric that picks the best step (its weights go to generator.pt)"
     )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 

@@ -27,6 +27,17 @@ from nada_sweep.errors import UserError
 from nada_sweep.models.stylegan2 import Generator, channel_table
 
 BUILTIN_PREFIX = "builtin:"
+
+# Preset name -> file name in a sweep's `weights_dir`. The names are those of the rosinality-format conversions
+# that StyleGAN-NADA's README links to, so files downloaded for it work as they are.
+GENERATOR_PRESETS = {
+    "ffhq": "stylegan2-ffhq-config-f.pt",
+    "afhq_cat": "afhqcat.pt",
+    "afhq_dog": "afhqdog.pt",
+    "church": "stylegan2-church-config-f.pt",
+    "horse": "stylegan2-horse-config-f.pt",
+    "cars": "stylegan2-car-config-f.pt",
+}
 # Key names every rosinality generator state dict has; quoted in errors so users can recognise the layout.
 _EXAMPLE_KEYS = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.conv.weight", "convs.0.conv.weight")
 _CACHE_ENTRIES = 2  # state dicts kept per process; a 1024 px g_ema is ~120 MB

@@ -27,15 +27,15 @@ from nada_sweep import run_files
 from nada_sweep.errors import UserError
 from nada_sweep.report import plots
 from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_value
-from nada_sweep.report.metrics import LOWER_IS_BETTER
+from nada_sweep.metric_rules import LOWER_IS_BETTER
 from nada_sweep.report.results import Sweep, Trial, dumps, safe_name
 from nada_sweep.report.selection import DomainResult, Ranked
-from nada_sweep.run_files import atomic_write
+from nada_sweep.run_files import Status, SweepFolder, atomic_write
 
 THUMB_HEIGHT = 200  # px; the pages show sample rows 160 CSS px high
 THUMBS = "thumbs"
 DOMAINS = "domains"
-BEST = "best"
+BEST = SweepFolder.BEST
 INDEX = "index.html"
 NUMERIC_COLUMNS = {"rank", "k", "lr", "steps", "steps_done", "best_step", "loss", "clip_quality", "clip_direction",
                    "diversity", "diversity_ratio", "preservation", "wall_time_s"}
@@ -132,7 +132,7 @@ class Pages:
         facts += self.metric_facts(item)
         notes = []
         if item.best is None:
-            notes.append({"pending": "not started yet", "running": "running: no evaluation yet"}.get(
+            notes.append({Status.PENDING: "not started yet", Status.RUNNING: "running: no evaluation yet"}.get(
                 status, f"{status}: no evaluated step"))
         elif picture is None:
             notes.append(f"samples of step {item.best_step} are missing")

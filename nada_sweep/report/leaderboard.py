@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nada_sweep.report.metrics import LOWER_IS_BETTER, METRIC_NAMES, finite
+from nada_sweep.metric_rules import LOWER_IS_BETTER, METRIC_NAMES, finite
 from nada_sweep.report.results import Sweep, dumps
 from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import atomic_write

@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nada_sweep.report.metrics import finite, is_better
+from nada_sweep.metric_rules import finite, is_better
 from nada_sweep.report.selection import DomainResult
 from nada_sweep.run_files import atomic_write
 

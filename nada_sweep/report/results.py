@@ -21,20 +21,12 @@ import yaml
 
 from nada_sweep import run_files
 from nada_sweep.errors import UserError
-from nada_sweep.report.metrics import SELECTABLE, finite
-from nada_sweep.run_files import RunFolder
+from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SELECTABLE, finite
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status, SweepFolder
 
-TRIALS = "trials"
-SWEEP_CONFIG = "sweep.resolved.yaml"
-DEFAULT_SELECT_METRIC = "clip_direction"
-# A trial keeping less than half of the source generator's diversity on the eval latents has (mostly)
-# collapsed onto a few outputs, however well those outputs match the text.
-DEFAULT_COLLAPSE_THRESHOLD = 0.5
-PENDING = "pending"  # a trial folder without status.json: created, not started
+TRIALS = SweepFolder.TRIALS
+SWEEP_CONFIG = SweepFolder.RESOLVED
 _STEP_FILE = re.compile(r"step_(\d+)\.png")
-
-
-DEMO_LABEL = "Demo run on random-weight models: the images and numbers show that the pipeline works, not real results"
 
 
 @dataclass(frozen=True)
@@ -70,7 +62,7 @@ class Trial:
     trial_id: str
     folder: Path  # resolved, inside the results folder
     rel: tuple[str, ...]  # path parts of `folder` relative to the results folder, for links
-    status: str  # pending | running | ok | failed | diverged | interrupted (whatever status.json says)
+    status: Status
     error: str | None
     config: dict[str, Any]
     params: dict[str, Any]
@@ -198,7 +190,7 @@ def read_sweep(
         selection=selection,
         trials=trials,
         demo=demo,
-        demo_label=next((t.label for t in trials if t.label), DEMO_LABEL) if demo else None,
+        demo_label=next((t.label for t in trials if t.label), RANDOM_WEIGHT_LABEL) if demo else None,
         warnings=warnings,
     )
 
@@ -274,7 +266,7 @@ def _read_trial(folder: Path, domain_dir: str, trial_dir: str) -> Trial:
         trial_id=str(labels.get("trial") or trial_dir),
         folder=folder,
         rel=(TRIALS, domain_dir, trial_dir),
-        status=str(status.get("status") or PENDING),
+        status=Status.of(status),
         error=str(status["error"]) if status.get("error") else None,
         config=_dict(record.get("config")),
         params=_dict(labels.get("params")),

@@ -9,21 +9,14 @@ within their domain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from nada_sweep.report.metrics import LOWER_IS_BETTER, finite, is_better
+from nada_sweep.metric_rules import LOWER_IS_BETTER, best_entry, finite
 from nada_sweep.report.results import Selection, Trial
+from nada_sweep.run_files import Status
 
-
-def best_entry(history: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The eval line with the best `metric`, or None when no line has a finite value of it."""
-    best = None
-    for entry in history:
-        if is_better(metric, entry.get(metric), None if best is None else best.get(metric)):
-            best = entry
-    return best
+COLLAPSED = "collapsed"  # shown instead of ok for a finished trial that lost its diversity
 
 
 def is_collapsed(entry: dict[str, Any] | None, threshold: float) -> bool:
@@ -47,7 +40,7 @@ class Ranked:
     @property
     def display_status(self) -> str:
         """The run status, with a finished trial that collapsed shown as `collapsed`."""
-        return "collapsed" if self.collapsed and self.trial.status == "ok" else self.trial.status
+        return COLLAPSED if self.collapsed and self.trial.status is Status.OK else self.trial.status
 
     def score(self, metric: str) -> float | None:
         return finite(self.best.get(metric)) if self.best else None

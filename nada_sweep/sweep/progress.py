@@ -1,4 +1,5 @@
-"""The terminal display of a running sweep, fed by a Tune callback in the driver.
+"""What the terminal shows of a sweep: the plan table before it starts, the live display while it runs (fed
+by a Tune callback in the driver), the closing summary.
 
 Tune ignores custom progress reporters in recent versions; a `tune.Callback` sees every trial event in the
 driver process, which is all a display needs. On a terminal it draws a live table; elsewhere (CI logs, files)
@@ -18,8 +19,23 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
+from nada_sweep.sweep.plan import ResolvedSweep
+from nada_sweep.sweep.trainable import spec_of
+
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
+
+DEMO_NOTE = f"DEMO: built-in tiny models and a small step budget. {RANDOM_WEIGHT_LABEL}."
+
+
+@dataclass
+class TrialOutcome:
+    domain: str
+    name: str
+    folder: Path
+    status: Status
+    error: str | None
 
 
 @dataclass
@@ -33,8 +49,8 @@ class _Running:
 
 
 def describe(trial: Trial) -> tuple[str, str]:
-    spec = trial.config["trial"]
-    return spec["domain"], spec["name"]
+    spec = spec_of(trial)
+    return spec.domain, spec.name
 
 
 def _error_summary(trial: Trial) -> str | None:
@@ -80,8 +96,9 @@ class SweepProgress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         domain, name = describe(trial)
-        self.running[trial.trial_id] = _Running(domain, name, trial.config["trial"]["steps"])
-        self.started.add(trial.config["trial"]["out_dir"])
+        spec = spec_of(trial)
+        self.running[trial.trial_id] = _Running(domain, name, spec.steps)
+        self.started.add(spec.out_dir)
         self._log(f"start   {domain}/{name}")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -114,7 +131,7 @@ class SweepProgress(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.pop(trial.trial_id, None)
         self.failed += 1
-        self.errored[trial.config["trial"]["out_dir"]] = _error_summary(trial)
+        self.errored[spec_of(trial).out_dir] = _error_summary(trial)
         domain, name = describe(trial)
         self._log(f"FAILED  {domain}/{name}")
         self._refresh()
@@ -166,3 +183,111 @@ class SweepProgress(Callback):
             table.add_row(row.domain, row.name, f"{row.step}/{row.steps}", value,
                           f"{time.monotonic() - row.started:.0f}s")
         return Group(header, table)
+
+
+def print_plan(sweep: ResolvedSweep, console: Console) -> None:
+    """The expanded trials: per domain its prompt and trials, then the totals and resources."""
+    config = sweep.config
+    title = f"sweep {sweep.name}" + ("  [DEMO: tiny random-weight models]" if sweep.demo else "")
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("domain")
+    table.add_column("source -> target")
+    table.add_column("steps", justify="right")
+    table.add_column("trials")
+    existing = _done_counts(sweep)
+    if existing:
+        table.add_column("done", justify="right")
+    by_domain: dict[str, list[str]] = {}
+    for trial in sweep.trials:
+        by_domain.setdefault(trial.domain, []).append(trial.name)
+    for domain in sweep.domains:
+        target = domain.target if domain.target is not None else f"images in {domain.target_images}"
+        steps = sorted({sweep.adapt_config(t).steps for t in sweep.trials if t.domain == domain.name})
+        row = [
+            Text(domain.name),
+            Text(f"{domain.source} -> {target}"),
+            "/".join(map(str, steps)),
+            Text(", ".join(by_domain[domain.name])),
+        ]
+        if existing:
+            row.append(f"{existing.get(domain.name, 0)}/{len(by_domain[domain.name])}")
+        table.add_row(*row)
+    console.print(table)
+
+    searched = "; ".join(f"{dim.field}: {dim.describe()}" for dim in sweep.search) or "nothing searched"
+    repeats = f" x {config.num_samples} repeats" if config.num_samples > 1 else ""
+    console.print(
+        Text(f"{len(sweep.trials)} trials = {len(sweep.domains)} domains x {len(sweep.trials) // len(sweep.domains)}"
+             f" ({searched}){repeats}")
+    )
+    gpus = config.resources.gpus
+    say(console, Text(
+        f"each trial: {config.resources.cpus:g} CPU, {gpus:g} GPU" + ("" if gpus else " (runs on CPU)")
+        + (f"; at most {config.max_concurrent} at once" if config.max_concurrent else "")
+        + (f"; retries {config.retries}" if config.retries else "")
+        + ("; early stopping per domain (ASHA on "
+           f"{config.early_stopping.metric or config.select_metric})" if config.early_stopping else "")
+    ))
+    clip = ", ".join(f"{spec.name} x{spec.weight:g}" for spec in sweep.clip)
+    say(console, Text(f"generator {sweep.generator} ({sweep.generator_size} px, n_latent {sweep.n_latent}); "
+                       f"CLIP {clip}; metrics by {sweep.eval_clip or sweep.clip[0].name}"))
+    say(console, Text(f"results: {sweep.results_root}"))
+    for warning in _missing_clip_files(sweep):
+        say(console, Text(warning, style="yellow"))
+    if sweep.demo:
+        say(console, Text(DEMO_NOTE, style="yellow"))
+
+
+def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:
+    """Named CLIP models whose weights this machine lacks (trials never download; workers elsewhere may have them)."""
+    import clip
+
+    from nada_sweep.models.clip_models import clip_cache_path
+
+    names = dict.fromkeys([spec.name for spec in sweep.clip] + [sweep.eval_clip or sweep.clip[0].name])
+    return [
+        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); trials that run "
+        "here will fail until it is"
+        for name in names
+        if name in clip.available_models() and not clip_cache_path(name).is_file()
+    ]
+
+
+def say(console: Console, text: Text) -> None:
+    # Long lines (paths, errors) stay whole in logs instead of wrapping at the console width.
+    console.print(text, soft_wrap=True)
+
+
+def _done_counts(sweep: ResolvedSweep) -> dict[str, int]:
+    """Finished trials per domain, when a results folder already exists (a rerun continues it)."""
+    counts: dict[str, int] = {}
+    if not sweep.results_root.is_dir():
+        return counts
+    for trial in sweep.trials:
+        if RunFolder(sweep.trial_dir(trial)).state().done:
+            counts[trial.domain] = counts.get(trial.domain, 0) + 1
+    return counts
+
+
+def print_summary(sweep: ResolvedSweep, outcomes: list[TrialOutcome], elapsed: float, report_index: Path | None,
+                  console: Console) -> None:
+    """The closing summary: counts, failures with their errors, where everything is."""
+    failed = [o for o in outcomes if o.status.failed]
+    unfinished = [o for o in outcomes if not (o.status.done or o.status.failed)]
+    succeeded = len(outcomes) - len(failed) - len(unfinished)
+    say(console, Text(f"{succeeded}/{len(outcomes)} trials succeeded, {len(failed)} failed, {len(unfinished)} "
+                      f"unfinished ({elapsed:.0f}s)", style="bold"))
+    for outcome in failed:
+        error = (outcome.error or "no error recorded").strip().splitlines()[0][:300]
+        say(console, Text(f"  {outcome.status}: {outcome.domain}/{outcome.name}: {error}", style="red"))
+    if failed:
+        say(console, Text(f"  (details in each trial's status.json under {sweep.results_root / 'trials'}; "
+                          "running the same command again retries failed trials)"))
+    say(console, Text(f"results: {sweep.results_root}"))
+    if report_index:
+        say(console, Text(f"report: {report_index}"))
+    if sweep.demo:
+        say(console, Text(DEMO_NOTE, style="yellow"))
+    if unfinished:
+        say(console, Text(f"{len(unfinished)} trials did not finish (interrupted); run the same command again to "
+                          "continue them -- finished trials are not rerun", style="yellow"))

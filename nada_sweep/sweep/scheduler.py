@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from nada_sweep.sweep.trainable import spec_of
+
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
@@ -19,7 +21,7 @@ STEP = "step"
 
 
 def trial_domain(trial: Trial) -> str:
-    return trial.config["trial"]["domain"]
+    return spec_of(trial).domain
 
 
 class PerDomainASHA(FIFOScheduler):
@@ -67,7 +69,7 @@ class PerDomainASHA(FIFOScheduler):
         if result.get(self._metric_name) is None or STEP not in result:
             return TrialScheduler.CONTINUE
         decision = self._by_domain[trial_domain(trial)].on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result[STEP] < trial.config["trial"]["steps"]:
+        if decision == TrialScheduler.STOP and result[STEP] < spec_of(trial).steps:
             self._on_stop(trial, result)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

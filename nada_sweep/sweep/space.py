@@ -7,7 +7,6 @@ finds each trial's folder under the same name, which is what makes resuming a sw
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import math
@@ -16,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from nada_sweep.errors import did_you_mean
 
 SearchKind = Literal["grid", "choice", "uniform", "loguniform", "randint"]
 RANGE_KINDS = ("uniform", "loguniform", "randint")
@@ -195,11 +196,3 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate, counter = f"{name}-{counter}", counter + 1
     taken.add(candidate)
     return candidate
-
-
-def did_you_mean(word: Any, choices: Sequence[str]) -> str:
-    """'; did you mean X?' for the closest choice, else the list of valid choices."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f" (valid: {', '.join(choices)})"

@@ -1,4 +1,4 @@
-"""One StyleGAN-NADA adaptation run: twin generators, CLIP guidance, periodic evaluation, checkpoints.
+"""One adaptation run in its folder: the step loop, evaluation schedule, checkpoints and resume.
 
 No Ray and no HTML in here: the sweep calls `run_adaptation` per trial and the CLI calls it for `adapt`.
 
@@ -10,202 +10,42 @@ weights, optimiser and RNG state) from which a rerun continues.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import torch
 
-from nada_sweep.adapt.layers import (
-    default_trainable,
-    layers_for_indices,
-    pick_w_indices,
-    set_trainable,
-    trainable_indices,
-)
-from nada_sweep.adapt.mapper import LatentMapper, mapped_latents, save_mapper, train_mapper
-from nada_sweep.adapt.losses import ClipGuidance, template_text_embedding
-from nada_sweep.adapt.settings import REFERENCE_LR_SCALE, AdaptConfig
+from nada_sweep import run_files
+from nada_sweep.adapt.evaluate import Evaluator
+from nada_sweep.adapt.mapper import save_mapper, train_mapper
+from nada_sweep.adapt.nada import Adaptation, FrozenSide, LiveFrozenSide, load_guidance
+from nada_sweep.adapt.settings import AdaptConfig
+from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
+from nada_sweep.metric_rules import best_entry
 from nada_sweep.models.checkpoints import LoadedGenerator, load_generator, save_generator
-from nada_sweep.models.stylegan2 import Generator
-from nada_sweep.models.clip_models import ClipModel, check_prompt, load_clip
-from nada_sweep.report.metrics import diversity, evaluate_embeddings, is_better
-from nada_sweep import run_files
-from nada_sweep.run_files import RunFolder
-from nada_sweep.sampling import fixed_latents, render
-
-RANDOM_WEIGHT_LABEL = "RANDOM-WEIGHT DEMO MODEL: images and numbers show the pipeline works, not real results"
-EVAL_CHUNK = 8
-
+from nada_sweep.models.clip_models import check_prompt, load_clip
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops with status 'diverged'."""
 
 
 @dataclass
-class FrozenBatch:
-    """The frozen side of one training step: latents and what the source generator makes of them."""
-
-    styles: list[torch.Tensor]  # w per style vector (two when style mixing happens)
-    source_embeddings: list[torch.Tensor]  # per guidance CLIP model
-    source_images: torch.Tensor | None  # only kept when a loss needs pixels (the patch loss)
-
-
-class FrozenSide(Protocol):
-    def next_batch(self, batch_size: int) -> FrozenBatch: ...
-
-
-@dataclass
 class RunSummary:
-    status: str
+    status: Status
     out_dir: Path
     steps_done: int
     best_step: int | None
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]]
     reused: bool = False  # True when the folder already held this finished run and nothing was trained
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: {name!r} asked for, but this machine has no usable CUDA GPU (use cpu or auto)")
-    return device
-
-
-def sample_z(batch: int, style_dim: int, mixing: float, device: torch.device) -> list[torch.Tensor]:
-    """One z per sample, or two (style mixing) with probability `mixing`, as the reference draws them."""
-    count = 2 if mixing > 0 and torch.rand(()).item() < mixing else 1
-    return [torch.randn(batch, style_dim, device=device) for _ in range(count)]
-
-
-class LiveFrozenSide:
-    """Draws fresh latents and renders the source side every step (the reference's order of work)."""
-
-    def __init__(self, adaptation: Adaptation) -> None:
-        self.adaptation = adaptation
-
-    def next_batch(self, batch_size: int) -> FrozenBatch:
-        a = self.adaptation
-        with torch.no_grad():
-            z = sample_z(batch_size, a.g_frozen.style_dim, a.config.mixing, a.device)
-            styles = [a.g_frozen.style(s) for s in z]
-            images = a.g_frozen(styles, input_is_latent=True, randomize_noise=a.randomize_noise)[0]
-            with a.clip_precision():
-                embeddings = [e.float() for e in a.guidance.embed_source(images)]
-        return FrozenBatch(styles, embeddings, images if a.config.lambda_patch > 0 else None)
-
-
-class Adaptation:
-    """Twin generators and one training step; everything a run does between evaluations."""
-
-    def __init__(self, config: AdaptConfig, loaded: LoadedGenerator, guidance: ClipGuidance, device: torch.device):
-        self.config = config
-        self.device = device
-        self.guidance = guidance
-        self.g_frozen = loaded.generator.to(device).eval().requires_grad_(False)
-        self.g_train = copy.deepcopy(self.g_frozen).train()
-        set_trainable(self.g_train, default_trainable(self.g_train))
-        # Adam skips parameters without gradients, so one optimiser serves whichever layers are selected.
-        scaled = REFERENCE_LR_SCALE
-        self.optimiser = torch.optim.Adam(
-            self.g_train.parameters(), lr=config.lr * scaled, betas=(0**scaled, 0.99**scaled)
-        )
-        self.randomize_noise = True  # tests turn this off to compare steps on identical noise
-        self.chosen_indices: list[int] | None = None
-        # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
-        self.candidates = trainable_indices(self.g_train, config.layer_map)
-        if device.type == "cuda":
-            # process-wide switches: each trial a worker runs sets them from its own config
-            torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
-            torch.backends.cudnn.allow_tf32 = config.cuda_tf32
-        if config.compile:
-            self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
-
-    def clip_precision(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for CLIP forward passes when cuda_bf16_clip asks for it on a CUDA device."""
-        if self.device.type == "cuda" and self.config.cuda_bf16_clip:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
-        """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
-        if self.config.k >= len(self.candidates) and not self.config.faithful:
-            # The top k of k candidates are all of them, whatever the search finds: skip it.
-            indices = list(self.candidates)
-        else:
-            if z is None:
-                z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
-            with torch.no_grad():
-                w0 = self.g_frozen.style(z)
-            indices = pick_w_indices(
-                self.g_train,
-                w0,
-                self.guidance.global_text_loss,
-                self.config.k,
-                self.config.auto_layer_iters,
-                weight_gradients=self.config.faithful,
-                randomize_noise=self.randomize_noise,
-                candidates=self.candidates,
-            )
-        set_trainable(self.g_train, layers_for_indices(self.g_train, indices, self.config.layer_map))
-        self.chosen_indices = indices
-        return indices
-
-    def train_step(self, batch: FrozenBatch) -> float:
-        images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
-        with self.clip_precision():
-            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimiser.step()
-        return loss.item()
-
-    def step(self, step_index: int, frozen: FrozenSide) -> float:
-        if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
-            self.choose_layers()
-        return self.train_step(frozen.next_batch(self.config.batch))
-
-
-class Evaluator:
-    """Metrics and sample grids on fixed latents, shared by every trial of a sweep (same seed, same latents)."""
-
-    def __init__(self, config: AdaptConfig, adaptation: Adaptation, eval_clip: ClipModel, latent_avg):
-        self.config = config
-        self.adaptation = adaptation
-        self.clip = eval_clip
-        g = adaptation.g_frozen
-        self.w = fixed_latents(g, config.n_eval, config.sample_seed, config.sample_truncation, latent_avg)
-        source_images = render(g, self.w, EVAL_CHUNK)
-        self.source_embeddings = self.embed(source_images)
-        self.source_grid = source_images[: config.n_samples]
-        self.source_diversity = diversity(self.source_embeddings)
-        self.direction = adaptation.guidance.eval_direction(eval_clip)
-        self.target_text = template_text_embedding(eval_clip, config.target) if config.target else None
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([self.clip.encode_images(chunk) for chunk in images.split(EVAL_CHUNK)]).float()
-
-    def evaluate(
-        self, generator: Generator | None = None, mapper: LatentMapper | None = None
-    ) -> tuple[dict[str, float | None], torch.Tensor]:
-        """Metrics and sample images of `generator` (default: the one in training), through `mapper` if given."""
-        generator = generator or self.adaptation.g_train
-        images = render(generator, mapped_latents(mapper, generator, self.w), EVAL_CHUNK)
-        metrics = evaluate_embeddings(
-            self.source_embeddings, self.embed(images), self.direction, self.target_text, self.source_diversity
-        )
-        return metrics, images[: self.config.n_samples]
 
 
 def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
@@ -216,19 +56,6 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
         raise UserError(f"k: {config.k} is larger than the generator's n_latent ({n_latent}); use 0..{n_latent}")
     if config.selects_layers and not config.target:
         raise UserError("k: adaptive layer selection needs a target text ('target'), not only 'target_images'")
-
-
-def load_guidance(config: AdaptConfig, device: torch.device) -> ClipGuidance:
-    models = [(load_clip(spec.name, device), spec.weight) for spec in config.clip]
-    return ClipGuidance(
-        models,
-        source=config.source,
-        target=config.target,
-        lambda_direction=config.lambda_direction,
-        lambda_global=config.lambda_global,
-        lambda_manifold=config.lambda_manifold,
-        lambda_patch=config.lambda_patch,
-    )
 
 
 def run_adaptation(
@@ -258,7 +85,7 @@ def run_adaptation(
         raise
     except BaseException as error:  # recorded for the report, then passed on unchanged
         # Ray Tune stops a trial by raising SystemExit from inside its report call.
-        status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
+        status = Status.INTERRUPTED if isinstance(error, (KeyboardInterrupt, SystemExit)) else Status.FAILED
         previous = folder.status() or {}
         folder.write_status(status=status, step=previous.get("step", 0), error=f"{type(error).__name__}: {error}")
         raise
@@ -290,7 +117,7 @@ def _train(
 
     progress = _TrainingProgress.restore(folder, adaptation, config.select_metric)
     frozen = frozen_side(adaptation, progress.step) if frozen_side else LiveFrozenSide(adaptation)
-    folder.write_status(status="running", step=progress.step, error=None)
+    folder.write_status(status=Status.RUNNING, step=progress.step, error=None)
     started = time.perf_counter()
     for step in range(progress.step, config.steps):
         loss = adaptation.step(step, frozen)
@@ -311,19 +138,19 @@ def _train(
             if progress.best_step == done:
                 _save_weights(folder, adaptation, loaded, config, done, label)
             progress.checkpoint(folder, adaptation)
-            folder.write_status(status="running", step=done, error=None)
+            folder.write_status(status=Status.RUNNING, step=done, error=None)
             if on_eval:
                 on_eval(entry)
     if config.mapper:
         _mapper_stage(config, folder, adaptation, evaluator, label)
     folder.path(run_files.STATE).unlink(missing_ok=True)
-    folder.write_status(status=run_files.FINISHED, step=config.steps, error=None, best_step=progress.best_step)
+    folder.write_status(status=Status.OK, step=config.steps, error=None, best_step=progress.best_step)
     return _summary_from_disk(folder)
 
 
 def _diverged(folder: RunFolder, config: AdaptConfig, step: int, what: str) -> NoReturn:
     error = f"{what}; the weights diverged (try a lower lr than {config.lr:g})"
-    folder.write_status(status="diverged", step=step, error=error)
+    folder.write_status(status=Status.DIVERGED, step=step, error=error)
     raise TrainingDiverged(f"{folder.root}: {error}")
 
 
@@ -387,8 +214,6 @@ class _TrainingProgress:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    best_step: int | None = None
-    best_value: float | None = None
     elapsed_before: float = 0.0
 
     @classmethod
@@ -407,9 +232,6 @@ class _TrainingProgress:
         progress.step = state["step"]
         progress.history = [entry for entry in folder.history() if entry["step"] <= progress.step]
         progress.elapsed_before = progress.history[-1]["elapsed_s"] if progress.history else 0.0
-        for entry in progress.history:
-            if is_better(metric, entry.get(metric), progress.best_value):
-                progress.best_step, progress.best_value = entry["step"], entry[metric]
         folder.write_history(progress.history)
         return progress
 
@@ -418,10 +240,13 @@ class _TrainingProgress:
         entry = {"step": step, "loss": mean_loss, **metrics, "elapsed_s": round(self.elapsed_before + elapsed, 3)}
         self.losses.clear()
         self.history.append(entry)
-        if is_better(self.metric, entry.get(self.metric), self.best_value):
-            self.best_step, self.best_value = step, entry[self.metric]
         entry["best_step"] = self.best_step
         return entry
+
+    @property
+    def best_step(self) -> int | None:
+        best = best_entry(self.history, self.metric)
+        return best["step"] if best else None
 
     def checkpoint(self, folder: RunFolder, adaptation: Adaptation) -> None:
         state = {
@@ -442,7 +267,7 @@ def _summary_from_disk(folder: RunFolder, reused: bool = False) -> RunSummary:
     best_step = status.get("best_step")
     best = next((entry for entry in history if entry["step"] == best_step), {})
     return RunSummary(
-        status=status.get("status", "unknown"),
+        status=folder.state(),
         out_dir=folder.root,
         steps_done=status.get("step", 0),
         best_step=best_step,

@@ -1,0 +1,146 @@
+"""The twin-generator step of StyleGAN-NADA: the frozen side, the trained side, one optimiser.
+
+Like the reference's ZSSGAN module: everything between two evaluations of a run, nothing about run folders,
+schedules or files (nada_sweep.adapt.run holds those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from nada_sweep.adapt.layers import (
+    default_trainable,
+    layers_for_indices,
+    pick_w_indices,
+    set_trainable,
+    trainable_indices,
+)
+from nada_sweep.adapt.losses import ClipGuidance
+from nada_sweep.adapt.settings import REFERENCE_LR_SCALE, AdaptConfig
+from nada_sweep.models.checkpoints import LoadedGenerator
+from nada_sweep.models.clip_models import load_clip
+
+
+@dataclass
+class FrozenBatch:
+    """The frozen side of one training step: latents and what the source generator makes of them."""
+
+    styles: list[torch.Tensor]  # w per style vector (two when style mixing happens)
+    source_embeddings: list[torch.Tensor]  # per guidance CLIP model
+    source_images: torch.Tensor | None  # only kept when a loss needs pixels (the patch loss)
+
+
+class FrozenSide(Protocol):
+    def next_batch(self, batch_size: int) -> FrozenBatch: ...
+
+
+def sample_z(batch: int, style_dim: int, mixing: float, device: torch.device) -> list[torch.Tensor]:
+    """One z per sample, or two (style mixing) with probability `mixing`, as the reference draws them."""
+    count = 2 if mixing > 0 and torch.rand(()).item() < mixing else 1
+    return [torch.randn(batch, style_dim, device=device) for _ in range(count)]
+
+
+class LiveFrozenSide:
+    """Draws fresh latents and renders the source side every step (the reference's order of work)."""
+
+    def __init__(self, adaptation: Adaptation) -> None:
+        self.adaptation = adaptation
+
+    def next_batch(self, batch_size: int) -> FrozenBatch:
+        a = self.adaptation
+        with torch.no_grad():
+            z = sample_z(batch_size, a.g_frozen.style_dim, a.config.mixing, a.device)
+            styles = [a.g_frozen.style(s) for s in z]
+            images = a.g_frozen(styles, input_is_latent=True, randomize_noise=a.randomize_noise)[0]
+            with a.clip_precision():
+                embeddings = [e.float() for e in a.guidance.embed_source(images)]
+        return FrozenBatch(styles, embeddings, images if a.config.lambda_patch > 0 else None)
+
+
+class Adaptation:
+    """Twin generators and one training step; everything a run does between evaluations."""
+
+    def __init__(self, config: AdaptConfig, loaded: LoadedGenerator, guidance: ClipGuidance, device: torch.device):
+        self.config = config
+        self.device = device
+        self.guidance = guidance
+        self.g_frozen = loaded.generator.to(device).eval().requires_grad_(False)
+        self.g_train = copy.deepcopy(self.g_frozen).train()
+        set_trainable(self.g_train, default_trainable(self.g_train))
+        # Adam skips parameters without gradients, so one optimiser serves whichever layers are selected.
+        scaled = REFERENCE_LR_SCALE
+        self.optimiser = torch.optim.Adam(
+            self.g_train.parameters(), lr=config.lr * scaled, betas=(0**scaled, 0.99**scaled)
+        )
+        self.randomize_noise = True  # tests turn this off to compare steps on identical noise
+        self.chosen_indices: list[int] | None = None
+        # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
+        self.candidates = trainable_indices(self.g_train, config.layer_map)
+        if device.type == "cuda":
+            # process-wide switches: each trial a worker runs sets them from its own config
+            torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
+            torch.backends.cudnn.allow_tf32 = config.cuda_tf32
+        if config.compile:
+            self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
+
+    def clip_precision(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for CLIP forward passes when cuda_bf16_clip asks for it on a CUDA device."""
+        if self.device.type == "cuda" and self.config.cuda_bf16_clip:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
+        """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
+        if self.config.k >= len(self.candidates) and not self.config.faithful:
+            # The top k of k candidates are all of them, whatever the search finds: skip it.
+            indices = list(self.candidates)
+        else:
+            if z is None:
+                z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
+            with torch.no_grad():
+                w0 = self.g_frozen.style(z)
+            indices = pick_w_indices(
+                self.g_train,
+                w0,
+                self.guidance.global_text_loss,
+                self.config.k,
+                self.config.auto_layer_iters,
+                weight_gradients=self.config.faithful,
+                randomize_noise=self.randomize_noise,
+                candidates=self.candidates,
+            )
+        set_trainable(self.g_train, layers_for_indices(self.g_train, indices, self.config.layer_map))
+        self.chosen_indices = indices
+        return indices
+
+    def train_step(self, batch: FrozenBatch) -> float:
+        images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
+        with self.clip_precision():
+            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return loss.item()
+
+    def step(self, step_index: int, frozen: FrozenSide) -> float:
+        if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
+            self.choose_layers()
+        return self.train_step(frozen.next_batch(self.config.batch))
+
+
+def load_guidance(config: AdaptConfig, device: torch.device) -> ClipGuidance:
+    models = [(load_clip(spec.name, device), spec.weight) for spec in config.clip]
+    return ClipGuidance(
+        models,
+        source=config.source,
+        target=config.target,
+        lambda_direction=config.lambda_direction,
+        lambda_global=config.lambda_global,
+        lambda_manifold=config.lambda_manifold,
+        lambda_patch=config.lambda_patch,
+    )

@@ -1,0 +1,316 @@
+"""Loading a sweep file and its catalog: every check that can run before any training, errors located.
+
+`load_sweep(path)` reads a sweep file (sweep.yaml) and the catalog it names (domains/*.yaml), checks unknown
+keys, types, ranges, folder-safe unique domain names, prompts that fit CLIP's context and k against the
+generator's n_latent, and returns a `ResolvedSweep`. Every problem is reported as
+`file:line: field: what is wrong (got value)`, all problems of a file at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import ConfigDict
+
+from nada_sweep.adapt.settings import TrainSettings, layer_selection_on
+from nada_sweep.errors import NO_VALUE, Problems, UserError, field_name
+from nada_sweep.images import IMAGE_SUFFIXES, image_files
+from nada_sweep.models.checkpoints import BUILTIN_PREFIX, GENERATOR_PRESETS
+from nada_sweep.sweep import space
+from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep, path_from
+from nada_sweep.sweep.schema import (
+    DEMO_TRAIN_DEFAULTS,
+    OVERRIDE_FIELDS,
+    Catalog,
+    SweepFile,
+    constrained,
+    unwrap,
+    valid_keys,
+)
+from nada_sweep.sweep.yaml_doc import YamlDoc, load_yaml, problems_in
+
+
+def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
+    """Load and check a sweep file and its catalog; raise UserError naming file, line, field and value.
+
+    Reads the generator file to learn its n_latent (k is checked against it) but loads no CLIP weights.
+    """
+    sweep_file = Path(path).expanduser().resolve()
+    doc = load_yaml(sweep_file, "sweep")
+    problems = problems_in(doc)
+    if not isinstance(doc.data, dict):
+        what = "empty" if doc.data is None else f"a {type(doc.data).__name__}"
+        raise UserError(f"{sweep_file}: the sweep file is {what}; expected a mapping with name, generator, "
+                        "clip, catalog, ... (see sweep.yaml in the repository)")
+    try:
+        config = SweepFile.model_validate(doc.data)
+    except pydantic.ValidationError as error:
+        problems.add_validation_error(error, valid_keys=lambda loc: valid_keys(SweepFile, loc))
+        problems.raise_if_any()
+        raise  # unreachable: a ValidationError holds at least one problem
+
+    search_raw: dict[str, tuple[tuple[Any, ...], Any]] = {name: ((), spec) for name, spec in config.search.items()}
+    if demo:
+        search_raw |= {name: (("demo",), spec) for name, spec in (config.demo.search or {}).items()}
+    dims, dim_prefix = _check_search(search_raw, problems)
+
+    sweep_train = config.train.model_dump(exclude_unset=True)
+    demo_train = {**DEMO_TRAIN_DEFAULTS, **config.demo.train.model_dump(exclude_unset=True)} if demo else {}
+    try:
+        TrainSettings(**{**sweep_train, **demo_train})  # cross-field rules (n_samples <= n_eval) of the defaults
+    except pydantic.ValidationError as error:
+        for problem in error.errors():
+            key = problem["loc"][0] if problem["loc"] else None
+            loc = ("demo", "train", key) if key in demo_train else ("train", key) if key else ("train",)
+            problems.add(loc, problem["msg"].removeprefix("Value error, "), problem.get("input", NO_VALUE))
+    if demo:
+        config = config.model_copy(update={
+            "generator": config.demo.generator,
+            "clip": config.demo.clip,
+            "eval_clip": config.demo.eval_clip,
+            "resources": config.demo.resources,
+        })
+    model_loc: tuple[Any, ...] = ("demo",) if demo else ()
+    clip_specs = [
+        spec.model_copy(update={"name": _resolve_clip(spec.name, sweep_file, (*model_loc, "clip", i), problems)})
+        for i, spec in enumerate(config.clip)
+    ]
+    eval_clip = (_resolve_clip(config.eval_clip, sweep_file, (*model_loc, "eval_clip"), problems)
+                 if config.eval_clip else None)
+    catalog_file = path_from(sweep_file, config.catalog)
+    if not catalog_file.is_file():
+        problems.add(("catalog",), f"file not found: {catalog_file}", config.catalog)
+    problems.raise_if_any()
+
+    catalog_doc, domains = _load_catalog(catalog_file, sweep_train, demo_train, dims, doc)
+    generator, loaded = _resolve_generator(config, sweep_file, problems.where((*model_loc, "generator")))
+    n_latent = loaded.generator.n_latent
+    _check_k(domains, dims, dim_prefix, n_latent, generator, problems, problems_in(catalog_doc))
+
+    trials = space.expand([d.name for d in domains], dims, config.num_samples, config.search_seed)
+    if not trials:
+        raise UserError(f"{sweep_file}: the sweep has zero trials")
+    resolved = ResolvedSweep(
+        sweep_file=sweep_file,
+        catalog_file=catalog_file,
+        config=config,
+        demo=demo,
+        generator=generator,
+        n_latent=n_latent,
+        generator_size=loaded.spec.size,
+        clip=clip_specs,
+        eval_clip=eval_clip,
+        domains=domains,
+        search=dims,
+        trials=trials,
+    )
+    _check_trials(resolved, problems, dim_prefix)
+    return resolved
+
+
+def _check_trials(sweep: ResolvedSweep, problems: Problems, dim_prefix: dict[str, tuple[Any, ...]]) -> None:
+    """Every trial's complete settings, for rules across fields (a searched n_samples above n_eval, ...)."""
+    for trial in sweep.trials:
+        try:
+            sweep.adapt_config(trial)
+        except pydantic.ValidationError as error:
+            message = "; ".join(p["msg"].removeprefix("Value error, ") for p in error.errors())
+            field = next(iter(trial.params), None)
+            loc = (*dim_prefix.get(field, ()), "search", field) if field else ("train",)
+            problems.add(loc, f"trial {trial.domain}/{trial.name}: {message}")
+    problems.raise_if_any()
+
+
+def _check_search(raw: dict[str, tuple[tuple[Any, ...], Any]], problems: Problems
+                  ) -> tuple[list[space.SearchDim], dict[str, tuple[Any, ...]]]:
+    """Search dimensions with every value checked against its setting's schema; also where each was given."""
+    dims, prefixes = [], {}
+    for name, (prefix, spec) in raw.items():
+        try:
+            (dim,) = space.parse_search({name: spec}, OVERRIDE_FIELDS)
+        except space.SpecError as error:
+            problems.add((*prefix, *error.loc), error.message, error.value if error.show_value else NO_VALUE)
+            continue
+        info = TrainSettings.model_fields[dim.field]
+        kind_loc = (*prefix, "search", name) + ((dim.kind,) if dim.kind != "grid" else ())
+        base_type = unwrap(info.annotation)
+        if dim.kind in space.RANGE_KINDS and base_type not in (int, float):
+            problems.add(kind_loc, f"{dim.kind} needs a numeric setting; {name} is not one: list its values")
+            continue
+        if dim.kind == "uniform" and base_type is int:
+            problems.add(kind_loc, f"{name} takes whole numbers: use randint or a list")
+            continue
+        adapter = pydantic.TypeAdapter(constrained(info), config=ConfigDict(strict=True))
+        valid = True
+        for index, value in enumerate(dim.values):
+            try:
+                adapter.validate_python(value)
+            except pydantic.ValidationError as error:
+                valid = False
+                problems.add((*kind_loc, index), error.errors()[0]["msg"], value)
+        if valid:
+            dims.append(dim)
+            prefixes[dim.field] = prefix
+    return dims, prefixes
+
+
+def _load_catalog(catalog_file: Path, sweep_train: dict[str, Any], demo_train: dict[str, Any],
+                  dims: list[space.SearchDim], sweep_doc: YamlDoc) -> tuple[YamlDoc, list[ResolvedDomain]]:
+    doc = load_yaml(catalog_file, "catalog")
+    problems = problems_in(doc)
+    if doc.data is None or (isinstance(doc.data, dict) and not doc.data.get("domains")):
+        raise UserError(f"{catalog_file}: the catalog is empty; it needs a list `domains:` with at least one "
+                        "{name, source, target} entry")
+    if not isinstance(doc.data, dict):
+        raise UserError(f"{catalog_file}: expected a mapping with `domains:` (a list), got a "
+                        f"{type(doc.data).__name__}")
+    try:
+        catalog = Catalog.model_validate(doc.data)
+    except pydantic.ValidationError as error:
+        problems.add_validation_error(error, valid_keys=lambda loc: valid_keys(Catalog, loc))
+        problems.raise_if_any()
+        raise
+    if catalog.source is not None:
+        _check_prompt(catalog.source, ("source",), problems)
+
+    searched = {dim.field for dim in dims}
+    domains = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(catalog.domains):
+        loc: tuple[Any, ...] = ("domains", index)
+        if entry.name.lower() in seen:
+            problems.add((*loc, "name"), f"duplicate domain name (same as domains[{seen[entry.name.lower()]}]; "
+                         "names become folders, so they must differ even ignoring case)", entry.name)
+            continue
+        seen[entry.name.lower()] = index
+        overrides = entry.model_dump(include=set(OVERRIDE_FIELDS), exclude_unset=True)
+        clash = sorted(searched & set(overrides))
+        for name in clash:
+            problems.add((*loc, name), f"is also searched by the sweep ({sweep_doc.path}:"
+                         f"{sweep_doc.line(('search', name))}); a domain cannot override a searched setting: "
+                         "remove one of the two")
+        source = entry.source if entry.source is not None else catalog.source
+        if source is None:
+            problems.add(loc, "has no `source` text and the catalog sets no default `source`")
+        elif entry.source is not None:
+            _check_prompt(entry.source, (*loc, "source"), problems)
+        if entry.target is None and entry.target_images is None:
+            problems.add(loc, "needs a `target` text or a `target_images` folder")
+        if entry.target is not None:
+            _check_prompt(entry.target, (*loc, "target"), problems)
+        images = _check_images(entry.target_images, catalog_file, (*loc, "target_images"), problems)
+        if clash or source is None:
+            continue
+        try:
+            settings = TrainSettings(**{**sweep_train, **overrides, **demo_train})
+        except pydantic.ValidationError as error:
+            for problem in error.errors():
+                key = problem["loc"][0] if problem["loc"] else None
+                where = (*loc, key) if key in overrides else loc
+                label = f"{key}: " if key and key not in overrides else ""
+                message = problem["msg"].removeprefix("Value error, ")
+                problems.add(where, label + message, problem.get("input", NO_VALUE))
+            continue
+        domains.append(ResolvedDomain(entry.name, source, entry.target, images, settings.model_dump(mode="json"),
+                                      index))
+    problems.raise_if_any()
+    return doc, domains
+
+
+def _check_prompt(text: str, loc: tuple[Any, ...], problems: Problems) -> None:
+    from nada_sweep.models.clip_models import check_prompt
+
+    label = field_name(loc)
+    try:
+        check_prompt(text, label)
+    except UserError as error:
+        problems.add(loc, str(error).removeprefix(f"{label}: "))
+
+
+def _check_images(value: str | None, catalog_file: Path, loc: tuple[Any, ...], problems: Problems) -> str | None:
+    if value is None:
+        return None
+    folder = path_from(catalog_file, value)
+    if not folder.is_dir():
+        problems.add(loc, f"folder not found: {folder}", value)
+        return None
+    if not image_files(folder):
+        problems.add(loc, f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})", value)
+        return None
+    return str(folder)
+
+
+def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple[str, Any]:
+    """The generator's absolute path (or builtin name) and the loaded generator (its architecture)."""
+    from nada_sweep.models.checkpoints import load_generator
+
+    value = config.generator
+    if value.startswith(BUILTIN_PREFIX):
+        resolved = value
+    elif value in GENERATOR_PRESETS:
+        path = path_from(sweep_file, config.weights_dir) / GENERATOR_PRESETS[value]
+        if not path.is_file():
+            raise UserError(
+                f"{where}: generator: preset {value!r} means the file {path}, which does not exist. Put the "
+                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}) or set "
+                "generator to the path of your file; `--demo` runs the same sweep on built-in tiny models"
+            )
+        resolved = str(path)
+    else:
+        path = path_from(sweep_file, value)
+        if not path.is_file():
+            raise UserError(
+                f"{where}: generator: file not found: {path} (got {value!r}); give a rosinality-format .pt file, "
+                f"a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, or builtin:tiny"
+            )
+        resolved = str(path)
+    try:
+        loaded = load_generator(resolved)
+    except UserError as error:
+        raise UserError(f"{where}: generator: {str(error).removeprefix('generator: ')}") from None
+    return resolved, loaded
+
+
+def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: Problems) -> str:
+    """A CLIP name as trials will use it: known names kept, files made absolute. No weights are loaded here."""
+    import clip
+
+    from nada_sweep.models.clip_models import BUILTIN_TINY
+
+    if name == BUILTIN_TINY or name in clip.available_models():
+        return name
+    path = path_from(sweep_file, name)
+    if path.is_file():
+        return str(path)
+    close = [m for m in clip.available_models() if m.lower() == name.lower()]
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    problems.add(loc, f"not a CLIP model name or an existing file; {hint}use one of "
+                 f"{', '.join(clip.available_models())}, {BUILTIN_TINY}, or a path to a .pt file", name)
+    return name
+
+
+def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_prefix: dict[str, tuple[Any, ...]],
+             n_latent: int, generator: str, problems: Problems, catalog_problems: Problems) -> None:
+    """k within 0..n_latent everywhere it is set, and no layer selection without a target text."""
+    rule = f"larger than the generator's n_latent ({n_latent} for {generator}); k must be 0..{n_latent}"
+    k_dim = next((dim for dim in dims if dim.field == "k"), None)
+    k_values: list[int] = []
+    if k_dim is not None:
+        loc = (*dim_prefix["k"], "search", "k") + ((k_dim.kind,) if k_dim.kind != "grid" else ())
+        k_values = list(k_dim.values) if k_dim.kind != "randint" else [k_dim.values[1]]
+        for index, value in enumerate(k_dim.values):
+            if value > n_latent:
+                problems.add((*loc, index), rule, value)
+    for domain in domains:
+        loc = ("domains", domain.index)
+        if k_dim is None and domain.settings["k"] > n_latent:
+            catalog_problems.add((*loc, "k"), rule, domain.settings["k"])
+        selects = any(layer_selection_on(k, domain.settings["auto_layer_iters"])
+                      for k in (k_values or [domain.settings["k"]]))
+        if selects and domain.target is None:
+            catalog_problems.add(loc, "adaptive layer selection (k > 0) needs a `target` text; this domain only "
+                                 "has target_images (set k: 0 for it)")
+    problems.messages.extend(catalog_problems.messages)
+    problems.raise_if_any()

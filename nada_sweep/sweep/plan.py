@@ -1,0 +1,143 @@
+"""The resolved sweep: every path absolute, every domain's merged settings, every trial, as `run` uses them.
+
+Written to results/<sweep>/sweep.resolved.yaml before any work, so a results folder says what it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nada_sweep import metric_rules
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.sweep import space
+from nada_sweep.sweep.schema import SweepFile
+
+
+@dataclass
+class ResolvedDomain:
+    name: str
+    source: str
+    target: str | None
+    target_images: str | None  # absolute
+    settings: dict[str, Any]  # every TrainSettings field: defaults < sweep train < domain < demo train
+    index: int  # position in the catalog's domain list
+
+
+@dataclass
+class ResolvedSweep:
+    """Everything `run` needs, every path absolute; written to results/<name>/sweep.resolved.yaml."""
+
+    sweep_file: Path
+    catalog_file: Path
+    config: SweepFile  # with the --demo replacements applied
+    demo: bool
+    generator: str  # absolute path or builtin:NAME
+    n_latent: int
+    generator_size: int
+    clip: list[ClipSpec]  # names that are files made absolute
+    eval_clip: str | None
+    domains: list[ResolvedDomain]
+    search: list[space.SearchDim]
+    trials: list[space.TrialPlan]
+
+    @property
+    def name(self) -> str:
+        return self.config.name + ("-demo" if self.demo else "")
+
+    @property
+    def results_root(self) -> Path:
+        return path_from(self.sweep_file, self.config.results_dir) / self.name
+
+    @property
+    def storage(self) -> str:
+        if self.config.storage is None:
+            return str(self.results_root / "tune")
+        if "://" in self.config.storage:
+            return self.config.storage
+        return str(path_from(self.sweep_file, self.config.storage))
+
+    @property
+    def select_mode(self) -> str:
+        return metric_rules.mode(self.config.select_metric)
+
+    def domain(self, name: str) -> ResolvedDomain:
+        return next(domain for domain in self.domains if domain.name == name)
+
+    def trial_dir(self, trial: space.TrialPlan) -> Path:
+        return self.results_root / "trials" / trial.domain / trial.name
+
+    def adapt_config(self, trial: space.TrialPlan) -> AdaptConfig:
+        """The complete settings of one trial; the device is left to the trial ("auto": CUDA when given a GPU)."""
+        domain = self.domain(trial.domain)
+        settings = {**domain.settings, **trial.params}
+        settings["seed"] = settings["seed"] + trial.repeat
+        return AdaptConfig(
+            **settings,
+            generator=self.generator,
+            source=domain.source,
+            target=domain.target,
+            target_images=domain.target_images,
+            clip=self.clip,
+            eval_clip=self.eval_clip,
+            select_metric=self.config.select_metric,
+            device="auto",
+        )
+
+    def to_yaml(self) -> str:
+        """The resolved sweep as YAML: what was run, with every default filled in."""
+        data = {
+            "name": self.name,
+            "demo": self.demo,
+            "sweep_file": str(self.sweep_file),
+            "catalog_file": str(self.catalog_file),
+            "generator": self.generator,
+            "generator_size": self.generator_size,
+            "n_latent": self.n_latent,
+            "clip": [spec.model_dump() for spec in self.clip],
+            "eval_clip": self.eval_clip or self.clip[0].name,
+            "select_metric": self.config.select_metric,
+            "select_mode": self.select_mode,
+            "collapse_threshold": self.config.collapse_threshold,
+            "search": {dim.field: dim.to_yaml() for dim in self.search},
+            "num_samples": self.config.num_samples,
+            "search_seed": self.config.search_seed,
+            "early_stopping": self.config.early_stopping.model_dump() if self.config.early_stopping else None,
+            "resources": self.config.resources.model_dump(),
+            "max_concurrent": self.config.max_concurrent,
+            "retries": self.config.retries,
+            "results_root": str(self.results_root),
+            "storage": self.storage,
+            "domains": [
+                {
+                    "name": d.name,
+                    "source": d.source,
+                    "target": d.target,
+                    "target_images": d.target_images,
+                    "settings": d.settings,
+                }
+                for d in self.domains
+            ],
+            "trials": [
+                {
+                    "domain": t.domain,
+                    "trial": t.name,
+                    "dir": str(self.trial_dir(t).relative_to(self.results_root)),
+                    "params": t.params,
+                }
+                for t in self.trials
+            ],
+        }
+        header = "# nada-sweep: the resolved sweep, written before any work (edit sweep.yaml, not this file)\n"
+        if self.demo:
+            header += "# DEMO: built-in tiny random-weight models; results show the pipeline works, nothing more\n"
+        return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def path_from(anchor_file: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (anchor_file.parent / path).resolve()

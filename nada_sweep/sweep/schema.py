@@ -1,0 +1,211 @@
+"""The sweep file and its domain catalog as typed models (pydantic): every field, its default and its rule.
+
+Loading them from YAML with located errors is nada_sweep.sweep.load; what they resolve to is sweep.plan.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from nada_sweep.adapt.settings import ClipSpec, TrainSettings
+from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
+from nada_sweep.models.checkpoints import GENERATOR_PRESETS
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: a name becomes a folder
+SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+# --demo's step budget: small enough that a whole catalog runs in minutes on two CPU cores.
+DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 20, "eval_every": 10, "n_eval": 4, "n_samples": 4, "auto_layer_batch": 2,
+}
+
+
+def _safe_name(value: str) -> str:
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"must be usable as a folder name: {SAFE_NAME_RULE}")
+    return value
+
+
+def _clip_list(value: Any) -> Any:
+    # `clip: [ViT-B/32, ViT-B/16]` is shorthand for mappings with weight 1.0.
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+def constrained(info: Any) -> Any:
+    """A field's type with its constraints (gt=0, ...) attached, usable outside its model."""
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _overrides_model(name: str) -> type[BaseModel]:
+    """TrainSettings with every field optional: what a sweep's `train:` or a domain may set."""
+    fields: dict[str, Any] = {
+        key: (constrained(info), Field(None, description=info.description))
+        for key, info in TrainSettings.model_fields.items()
+    }
+    return create_model(name, __config__=_STRICT, **fields)
+
+
+TrainOverrides = _overrides_model("TrainOverrides")
+
+
+class Resources(BaseModel):
+    """What one trial reserves on the Ray cluster."""
+
+    model_config = _STRICT
+
+    cpus: float = Field(1, gt=0, description="CPU cores per trial (torch uses this many threads)")
+    gpus: float = Field(
+        0, ge=0, description="GPUs per trial; a fraction (0.5) lets several trials share one GPU; 0 = CPU only"
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError("above 1 must be a whole number of GPUs (Ray shares only single GPUs)")
+        return value
+
+
+class EarlyStopping(BaseModel):
+    """ASHA early stopping; trials are only compared with trials of the same domain."""
+
+    model_config = _STRICT
+
+    metric: SelectMetric | None = Field(None, description="metric compared at each rung (default: select_metric)")
+    grace_steps: int = Field(100, gt=0, description="no trial is stopped before this many steps")
+    reduction_factor: float = Field(3, gt=1, description="keep the best 1/reduction_factor of trials at each rung")
+
+
+class DemoSettings(BaseModel):
+    """What `--demo` replaces: built-in tiny random-weight models and a small step budget."""
+
+    model_config = _STRICT
+
+    generator: str = Field("builtin:tiny", description="generator used by --demo")
+    clip: list[ClipSpec] = Field(
+        default_factory=lambda: [ClipSpec(name="builtin:tiny")], min_length=1, description="CLIP ensemble of --demo"
+    )
+    eval_clip: str | None = Field("builtin:tiny", description="evaluation CLIP model of --demo")
+    train: TrainOverrides = Field(  # type: ignore[valid-type]
+        default_factory=TrainOverrides,
+        description="training settings applied over the sweep's and the domains' in --demo (on top of "
+        "DEMO_TRAIN_DEFAULTS)",
+    )
+    search: dict[str, Any] | None = Field(
+        None, description="search entries that replace the sweep's entries of the same setting in --demo"
+    )
+    resources: Resources = Field(default_factory=Resources, description="resources per trial in --demo")
+
+    _shorthand = field_validator("clip", mode="before")(_clip_list)
+
+
+class SweepFile(BaseModel):
+    """The sweep file (sweep.yaml)."""
+
+    model_config = _STRICT
+
+    name: str = Field(description="the sweep's name: its results go to <results_dir>/<name>")
+    generator: str = Field(
+        description="generator file (path relative to this file), a preset name found in weights_dir "
+        f"({', '.join(GENERATOR_PRESETS)}), or builtin:tiny"
+    )
+    weights_dir: str = Field("weights", description="folder holding preset generator files (relative to this file)")
+    clip: list[ClipSpec] = Field(min_length=1, description="CLIP ensemble guiding training: names or {name, weight}")
+    eval_clip: str | None = Field(None, description="CLIP model that computes metrics (default: the first of clip)")
+    catalog: str = Field(description="domain catalog file (relative to this file), e.g. domains/ffhq.yaml")
+    train: TrainOverrides = Field(  # type: ignore[valid-type]
+        default_factory=TrainOverrides, description="training settings of every trial (see TrainSettings)"
+    )
+    search: dict[str, Any] = Field(default_factory=dict, description="searched settings: list | choice | ranges")
+    num_samples: int = Field(1, ge=1, description="repeats of the search space (random values drawn anew each time)")
+    search_seed: int = Field(0, description="seed of the random search values")
+    early_stopping: EarlyStopping | None = Field(None, description="per-domain ASHA early stopping (off when absent)")
+    resources: Resources = Field(default_factory=Resources, description="resources reserved per trial")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="most trials running at once (default: as many as the resources allow)"
+    )
+    retries: int = Field(0, ge=0, description="times a failed trial is retried (it continues from its checkpoint)")
+    storage: str | None = Field(
+        None, description="where Ray Tune keeps its experiment state: a path or s3://... (default: inside results)"
+    )
+    results_dir: str = Field("results", description="folder of sweep results (relative to this file)")
+    select_metric: SelectMetric = Field(
+        DEFAULT_SELECT_METRIC, description="metric that picks the best step of a trial and the best trial of a domain"
+    )
+    collapse_threshold: float = Field(
+        DEFAULT_COLLAPSE_THRESHOLD, ge=0, le=1,
+        description="a trial whose diversity_ratio falls below this is flagged as mode-collapsed (0 = no check)",
+    )
+    demo: DemoSettings = Field(default_factory=DemoSettings, description="replacements applied by --demo")
+
+    _shorthand = field_validator("clip", mode="before")(_clip_list)
+    _name = field_validator("name")(_safe_name)
+
+
+class Domain(TrainOverrides):  # type: ignore[valid-type,misc]
+    """One target domain of a catalog; any training setting may be overridden for it."""
+
+    model_config = _STRICT
+
+    name: str = Field(description="folder-safe unique name of the domain")
+    source: str | None = Field(None, description="text describing the generator's images (default: catalog source)")
+    target: str | None = Field(None, description="text describing the target domain")
+    target_images: str | None = Field(None, description="folder of style images (relative to the catalog file)")
+    note: str | None = Field(None, description="free text, e.g. where the pair comes from")
+
+    _name = field_validator("name")(_safe_name)
+
+
+class Catalog(BaseModel):
+    """A catalog of domains for one base generator (domains/*.yaml)."""
+
+    model_config = _STRICT
+
+    generator: str | None = Field(None, description="which base generator these prompts are written for (a note)")
+    source: str | None = Field(None, description="default source text of the domains")
+    domains: list[Domain] = Field(min_length=1, description="the target domains")
+
+
+OVERRIDE_FIELDS = tuple(TrainSettings.model_fields)
+
+
+def unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` of `model`, to suggest the closest one for a typo."""
+    current: Any = model
+    for part in loc:
+        current = unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif typing.get_origin(current) is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return []
+    current = unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
