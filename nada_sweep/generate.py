@@ -8,7 +8,7 @@ from pathlib import Path
 from nada_sweep.devices import resolve_device
 from nada_sweep.adapt.mapper import load_mapper, mapped_latents
 from nada_sweep.images import save_grid
-from nada_sweep.models.checkpoints import load_generator
+from nada_sweep.models.checkpoints import is_random_weight, load_generator
 from nada_sweep.run_files import MAPPER, RANDOM_WEIGHT_LABEL
 from nada_sweep.sampling import fixed_latents, render
 
@@ -35,7 +35,7 @@ def generate_grid(
     mapper = load_mapper(mapper_path, torch_device) if use_mapper and mapper_path.is_file() else None
     w = fixed_latents(g, n, seed, truncation, loaded.latent_avg)
     images = render(g, mapped_latents(mapper, g, w) if mapper else w)
-    label = RANDOM_WEIGHT_LABEL if loaded.metadata.get("random_weights") else None
+    label = RANDOM_WEIGHT_LABEL if is_random_weight(loaded) else None
     save_grid(images, out, label, nrow=math.ceil(math.sqrt(n)))
     return out, mapper is not None
 

@@ -37,6 +37,7 @@ import torch
 
 from nada_sweep import run_files
 from nada_sweep.adapt.settings import AdaptConfig
+from nada_sweep.models.cache import file_identity
 
 if TYPE_CHECKING:
     from nada_sweep.adapt.nada import Adaptation, FrozenBatch
@@ -48,8 +49,7 @@ def _file_identity(spec: str) -> str:
     """A model spec as the bank key sees it: a file by path, size and mtime (a changed file is another model)."""
     path = Path(spec).expanduser()
     if path.is_file():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return ":".join(map(str, file_identity(path)))
     return spec  # a name: builtin:tiny, or an OpenAI CLIP name
 
 

@@ -36,7 +36,7 @@ def reference_layers_for(generator: Generator, index: int) -> list[nn.Module]:
 
 
 LAYER_MAPS: dict[str, Callable[[Generator, int], list[nn.Module]]] = {
-    "true": layers_driven_by,
+    "driven": layers_driven_by,
     "reference": reference_layers_for,
 }
 

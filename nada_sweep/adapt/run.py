@@ -24,12 +24,12 @@ from nada_sweep import run_files
 from nada_sweep.adapt.evaluate import Evaluator
 from nada_sweep.adapt.mapper import save_mapper, train_mapper
 from nada_sweep.adapt.nada import Adaptation, FrozenSide, LiveFrozenSide, load_guidance
-from nada_sweep.adapt.settings import AdaptConfig
+from nada_sweep.adapt.settings import AdaptConfig, k_problem, layer_selection_target_problem
 from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.metric_rules import best_entry
-from nada_sweep.models.checkpoints import LoadedGenerator, load_generator, save_generator
+from nada_sweep.models.checkpoints import LoadedGenerator, is_random_weight, load_generator, save_generator
 from nada_sweep.models.clip_models import check_prompt, load_clip
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
 
@@ -52,10 +52,12 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
     check_prompt(config.source, "source")
     if config.target:
         check_prompt(config.target, "target")
-    if config.k > n_latent:
-        raise UserError(f"k: {config.k} is larger than the generator's n_latent ({n_latent}); use 0..{n_latent}")
-    if config.selects_layers and not config.target:
-        raise UserError("k: adaptive layer selection needs a target text ('target'), not only 'target_images'")
+    problem = k_problem(config.k, n_latent, config.generator)
+    if problem:
+        raise UserError(f"k: {problem} (got {config.k})")
+    problem = layer_selection_target_problem(config.selects_layers, config.target)
+    if problem:
+        raise UserError(f"k: {problem}")
 
 
 def run_adaptation(
@@ -109,7 +111,7 @@ def _train(
     eval_clip = load_clip(config.eval_clip_name, device)
     evaluator = Evaluator(config, adaptation, eval_clip, loaded.latent_avg)
 
-    random_weights = bool(loaded.metadata.get("random_weights")) or any(m.random_weights for m, _ in guidance.models)
+    random_weights = is_random_weight(loaded) or any(m.random_weights for m, _ in guidance.models)
     label = RANDOM_WEIGHT_LABEL if random_weights or eval_clip.random_weights else None
     config_record |= {"generator": loaded.spec.to_dict(), "random_weights": label is not None, "label": label}
     run_files.write_json(folder.path(run_files.CONFIG), config_record)

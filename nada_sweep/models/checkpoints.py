@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +21,8 @@ import torch
 from torch import Tensor
 
 from nada_sweep.errors import UserError
+from nada_sweep.run_files import atomic_write
+from nada_sweep.models.cache import ModelCache, file_identity
 from nada_sweep.models.stylegan2 import Generator, channel_table
 
 BUILTIN_PREFIX = "builtin:"
@@ -164,8 +163,7 @@ class _Checkpoint:
     metadata: dict[str, Any]
 
 
-_cache: OrderedDict[tuple[str, int, int], _Checkpoint] = OrderedDict()
-_cache_lock = threading.Lock()
+_checkpoints: ModelCache[_Checkpoint] = ModelCache(_CACHE_ENTRIES)
 
 
 def load_generator(path_or_name: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
@@ -233,7 +231,6 @@ def _instantiate(
 def _read_cached(path: Path) -> _Checkpoint:
     try:
         resolved = path.resolve(strict=True)
-        stat = resolved.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: generator file not found") from None
     except OSError as exc:
@@ -241,17 +238,7 @@ def _read_cached(path: Path) -> _Checkpoint:
     if resolved.is_dir():
         raise UserError(f"{path}: is a directory; expected a generator checkpoint file (.pt)")
 
-    key = (str(resolved), stat.st_mtime_ns, stat.st_size)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    checkpoint = _read_checkpoint(path, resolved)
-    with _cache_lock:
-        _cache[key] = checkpoint
-        while len(_cache) > _CACHE_ENTRIES:
-            _cache.popitem(last=False)
-    return checkpoint
+    return _checkpoints.get(file_identity(resolved), lambda: _read_checkpoint(path, resolved))
 
 
 def _read_checkpoint(path: Path, resolved: Path) -> _Checkpoint:
@@ -326,7 +313,7 @@ def save_generator(
     latent_avg: Tensor | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write {"g_ema", "latent_avg", "nada_sweep": metadata + spec} atomically (tmp file + os.replace).
+    """Write {"g_ema", "latent_avg", "nada_sweep": metadata + spec} atomically (run_files.atomic_write).
 
     The "g_ema" entry is a plain CPU state dict, so rosinality, StyleGAN-NADA and similar tools load it.
     """
@@ -341,13 +328,4 @@ def save_generator(
         "latent_avg": None if latent_avg is None else latent_avg.detach().cpu(),
         "nada_sweep": ours,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nada_sweep.errors import UserError
+from nada_sweep.models.cache import ModelCache, file_identity
+from nada_sweep.models.checkpoints import BUILTIN_PREFIX
 
 with warnings.catch_warnings():
     # clip imports pkg_resources, which warns on import; nothing a user can act on.
@@ -33,7 +35,7 @@ with warnings.catch_warnings():
     from clip.model import CLIP, build_model
     from clip.simple_tokenizer import SimpleTokenizer
 
-BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
 CONTEXT_LENGTH = 77  # every CLIP model's text context, start and end tokens included
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -161,7 +163,7 @@ def clip_cache_path(name: str, download_root: str | Path | None = None) -> Path:
     return root / os.path.basename(clip.clip._MODELS[name])
 
 
-_LOADED: dict[tuple, ClipModel] = {}
+_LOADED: ModelCache[ClipModel] = ModelCache(entries=4)  # a guidance ensemble of three plus an evaluation model
 
 
 def load_clip(spec: str, device: str | torch.device = "cpu", download_root: str | Path | None = None) -> ClipModel:
@@ -177,18 +179,18 @@ def load_clip(spec: str, device: str | torch.device = "cpu", download_root: str 
         cache_file = clip_cache_path(spec, download_root)
         key = (spec, str(device), str(cache_file))
     elif path.is_file():
-        stat = path.stat()
-        key = (str(path.resolve()), str(device), stat.st_mtime_ns, stat.st_size)
+        key = (*file_identity(path), str(device))
     else:
         raise UserError(_not_found_message(spec))
-    if key not in _LOADED:
+
+    def load() -> ClipModel:
         if spec == BUILTIN_TINY:
-            _LOADED[key] = wrap_clip(build_tiny_clip(seed=0), BUILTIN_TINY, device, random_weights=True)
-        elif spec in clip.available_models():
-            _LOADED[key] = wrap_clip(_load_cached_openai(spec, cache_file), spec, device)
-        else:
-            _LOADED[key] = wrap_clip(_load_clip_file(path.resolve(), label=spec), str(path.resolve()), device)
-    return _LOADED[key]
+            return wrap_clip(build_tiny_clip(seed=0), BUILTIN_TINY, device, random_weights=True)
+        if spec in clip.available_models():
+            return wrap_clip(_load_cached_openai(spec, cache_file), spec, device)
+        return wrap_clip(_load_clip_file(path.resolve(), label=spec), str(path.resolve()), device)
+
+    return _LOADED.get(key, load)
 
 
 def parse_clip_arg(text: str) -> tuple[str, float]:
