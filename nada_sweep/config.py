@@ -24,21 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec, SelectMetric, TrainSettings, layer_selection_on
 from nada_sweep.errors import UserError
+from nada_sweep.models.presets import GENERATOR_PRESETS
 from nada_sweep.report.metrics import LOWER_IS_BETTER
 from nada_sweep.sweep import space
 
 BUILTIN_PREFIX = "builtin:"
-
-# Preset name -> file name in `weights_dir`. The names are those of the rosinality-format conversions that
-# StyleGAN-NADA's README links to, so files downloaded for it work as they are.
-GENERATOR_PRESETS = {
-    "ffhq": "stylegan2-ffhq-config-f.pt",
-    "afhq_cat": "afhqcat.pt",
-    "afhq_dog": "afhqdog.pt",
-    "church": "stylegan2-church-config-f.pt",
-    "horse": "stylegan2-horse-config-f.pt",
-    "cars": "stylegan2-car-config-f.pt",
-}
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -733,7 +723,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: preset {value!r} means the file {path}, which does not exist. Put the "
-                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}) or set "
+                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}; "
+                "`nada-sweep models` says where to get it) or set "
                 "generator to the path of your file; `--demo` runs the same sweep on built-in tiny models"
             )
         resolved = str(path)
@@ -742,7 +733,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: file not found: {path} (got {value!r}); give a rosinality-format .pt file, "
-                f"a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, or builtin:tiny"
+                f"an NVIDIA StyleGAN2-ADA .pkl, a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, "
+                "or builtin:tiny"
             )
         resolved = str(path)
     try:

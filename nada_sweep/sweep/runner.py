@@ -73,15 +73,21 @@ def run_command(
     fresh: bool = False,
     address: str | None = None,
     verbose: bool = False,
+    offline: bool = False,
     console: Console | None = None,
 ) -> int:
     """Run (or continue) the sweep; returns the exit code: 0 all trials succeeded, 1 some failed, 130 stopped.
 
     dry_run: print the trial table only (like validate). fresh: move an existing results folder aside first.
     address: None starts Ray locally; "auto" or "ray://host:port" joins a running cluster.
+    offline: never download CLIP weights; otherwise missing ones are fetched here, before any trial starts.
     """
+    from nada_sweep.models.clip_models import ensure_downloaded
+
     console = console or Console()
     sweep = load_sweep(path, demo=demo)
+    if not dry_run:
+        ensure_downloaded(_clip_names(sweep), offline=offline)
     print_plan(sweep, console)
     if dry_run:
         console.print("dry run: nothing started")
@@ -148,17 +154,19 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
 
 def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:
     """Named CLIP models whose weights this machine lacks (trials never download; workers elsewhere may have them)."""
-    import clip
+    from nada_sweep.models.clip_models import CLIP_URLS, clip_cache_path
 
-    from nada_sweep.models.clip_models import clip_cache_path
-
-    names = dict.fromkeys([spec.name for spec in sweep.clip] + [sweep.eval_clip or sweep.clip[0].name])
     return [
-        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); trials that run "
-        "here will fail until it is"
-        for name in names
-        if name in clip.available_models() and not clip_cache_path(name).is_file()
+        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); `run` downloads "
+        "it before starting trials (unless --offline)"
+        for name in _clip_names(sweep)
+        if name in CLIP_URLS and not clip_cache_path(name).is_file()
     ]
+
+
+def _clip_names(sweep: ResolvedSweep) -> list[str]:
+    """Every CLIP model the trials load: the guidance ensemble and the evaluation model."""
+    return list(dict.fromkeys([spec.name for spec in sweep.clip] + [sweep.eval_clip or sweep.clip[0].name]))
 
 
 def _say(console: Console, text: Text) -> None:
