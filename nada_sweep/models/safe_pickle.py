@@ -46,8 +46,6 @@ class PersistentRecord:
 class _Inert:
     """What a name outside the allow-list turns into: a class whose instances only remember their inputs."""
 
-    reference = ""  # "module.name" the file asked for
-
     def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
         # pickle's NEWOBJ calls __new__ alone, REDUCE the class: both end here
         self = super().__new__(cls)
@@ -122,7 +120,7 @@ class _Unpickler(pickle.Unpickler):
         reference = f"{module}.{name}"
         if reference not in self.foreign:
             self.foreign.append(reference)
-        return type(name, (_Inert,), {"reference": reference, "__module__": __name__})
+        return type(name, (_Inert,), {"__module__": __name__})
 
     def persistent_load(self, pid: Any) -> Any:
         # torch.save archives use persistent ids; NVIDIA's network pickles never do
