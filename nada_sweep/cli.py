@@ -1,4 +1,4 @@
-"""The `nada-sweep` command line: run | validate | adapt | report | generate | models.
+"""The `nada-sweep` command line: run | validate | adapt | report | generate | convert | models.
 
 Every bad input ends as one message naming the file/field/value and exit code 2, never a traceback.
 """
@@ -27,6 +27,7 @@ if not console.is_terminal:
     console = Console(width=200)
 
 EXIT_USAGE = 2
+OFFLINE_HELP = "never download CLIP weights (as when NADA_SWEEP_OFFLINE=1 is set); a missing one is an error"
 EXIT_INTERRUPTED = 130
 
 
@@ -74,6 +75,7 @@ def _slug(text: str) -> str:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from nada_sweep.adapt.run import run_adaptation
+    from nada_sweep.models.clip_models import ensure_downloaded
     from nada_sweep.run_files import CONFIG, RunFolder, read_json
 
     fields = {name: getattr(args, name) for name in AdaptConfig.model_fields if getattr(args, name, None) is not None}
@@ -95,6 +97,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             shutil.rmtree(out)
         elif folder.is_finished():
             raise UserError(f"--out: {out} already holds a finished run; pass --overwrite to replace it")
+    ensure_downloaded([spec.name for spec in config.clip] + [config.eval_clip_name], offline=args.offline)
     summary = run_adaptation(config, out, on_eval=_print_eval)
     best = summary.best_metrics
     console.print(
@@ -142,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         address=args.address,
         verbose=args.verbose,
+        offline=args.offline,
         console=console,
     )
 
@@ -163,11 +167,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    import clip
+def cmd_convert(args: argparse.Namespace) -> int:
+    from nada_sweep.models.checkpoints import convert_generator
 
-    print("CLIP models:", ", ".join([*clip.available_models(), "builtin:tiny"]))
-    print("Generators: any rosinality-format .pt file, or builtin:tiny (random weights, for demos and tests)")
+    spec, has_avg = convert_generator(args.source, args.out, overwrite=args.overwrite)
+    console.print(f"wrote {args.out}: {spec.size} px, style_dim {spec.style_dim}, {spec.n_mlp} mapping layers"
+                  + (", latent_avg (the truncation centre)" if has_avg else ", no latent_avg in the source"))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nada_sweep.models.clip_models import BUILTIN_TINY, CLIP_URLS, OFFLINE_ENV, clip_cache_path, is_offline
+    from nada_sweep.models.presets import PRESETS
+
+    clips = Table(title="CLIP models", title_justify="left")
+    for column in ("name", "weights", "file"):
+        clips.add_column(column)
+    for name in CLIP_URLS:
+        path = clip_cache_path(name)
+        clips.add_row(name, "cached" if path.is_file() else "not downloaded", str(path))
+    clips.add_row(BUILTIN_TINY, "built in", "random weights, for tests and demos")
+    console.print(clips)
+    state = "off" if is_offline() else "on: `run` and `adapt` fetch missing ones before training"
+    console.print(f"CLIP downloads {state} ({OFFLINE_ENV}=1 or --offline turns them off)", soft_wrap=True)
+
+    presets = Table(title="Generator presets (a file in the sweep's weights_dir)", title_justify="left")
+    for column in ("preset", "file", "model", "where to get it"):
+        presets.add_column(column)
+    for name, preset in PRESETS.items():
+        presets.add_row(name, preset.file, preset.what, preset.source)
+    console.print(presets)
+    console.print("Any generator file works too: a rosinality-format .pt, or an NVIDIA StyleGAN2-ADA .pkl (read "
+                  "without running its code; `nada-sweep convert` turns it into a .pt); builtin:tiny has random "
+                  "weights", soft_wrap=True)
     return 0
 
 
@@ -192,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="move an existing results folder aside and start over")
     run.add_argument("--address", help="join a Ray cluster: 'auto' or ray://host:port (default: local Ray)")
     run.add_argument("--verbose", action="store_true", help="show Ray's own output")
+    run.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser(
@@ -225,12 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(adapt, AdaptConfig, skip={"clip", "mapper"})
     adapt.add_argument("--out", help="run folder (default: results/adapt/<target>)")
     adapt.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    adapt.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     adapt.set_defaults(handler=cmd_adapt)
 
     generate = commands.add_parser(
         "generate", help="render samples of a generator file into a PNG grid", formatter_class=_HelpFormatter
     )
-    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), or builtin:tiny")
+    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), NVIDIA StyleGAN2-ADA "
+                          ".pkl, or builtin:tiny")
     generate.add_argument("--n", type=int, default=16, help="number of images")
     generate.add_argument("--seed", type=int, default=0, help="seed of the latents")
     generate.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none)")
@@ -253,7 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=cmd_report)
 
-    models = commands.add_parser("models", help="list the CLIP model names and generator presets")
+    convert = commands.add_parser(
+        "convert",
+        help="write an NVIDIA StyleGAN2-ADA .pkl generator as a rosinality-format .pt file",
+        formatter_class=_HelpFormatter,
+        description="Read G_ema of a StyleGAN2-ADA network pickle (without running any code from it) and save it "
+        "as {'g_ema': state_dict, 'latent_avg': w_avg} in rosinality/stylegan2-pytorch's layout, which "
+        "StyleGAN-NADA and other StyleGAN2 tools load. A .pt source is re-saved the same way.",
+    )
+    convert.add_argument("source", help="the generator to convert: a .pkl (or .pt) file")
+    convert.add_argument("out", help="the .pt file to write")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    convert.set_defaults(handler=cmd_convert)
+
+    models = commands.add_parser("models", help="list the CLIP models (downloaded or not) and generator presets")
     models.set_defaults(handler=cmd_models)
     return parser
 

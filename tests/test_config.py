@@ -18,7 +18,8 @@ from nada_sweep.adapt.layers import LAYER_MAPS
 from nada_sweep.adapt.settings import LayerMap
 from nada_sweep.cli import main
 from nada_sweep.errors import UserError
-from nada_sweep.models.checkpoints import GENERATOR_PRESETS, load_generator, save_generator
+from nada_sweep.models.checkpoints import load_generator, save_generator
+from nada_sweep.models.presets import GENERATOR_PRESETS
 from nada_sweep.sweep.load import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent

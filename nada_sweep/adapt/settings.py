@@ -141,7 +141,9 @@ class TrainSettings(BaseModel):
 class AdaptConfig(TrainSettings):
     """Everything one adaptation run needs."""
 
-    generator: str = Field("builtin:tiny", description="rosinality-format .pt file, or builtin:tiny")
+    generator: str = Field(
+        "builtin:tiny", description="rosinality-format .pt file, NVIDIA StyleGAN2-ADA .pkl, or builtin:tiny"
+    )
     source: str = Field("photo", description="text describing the generator's domain")
     target: str | None = Field(None, description="text describing the target domain")
     target_images: str | None = Field(

@@ -17,7 +17,8 @@ from pydantic import ConfigDict
 from nada_sweep.adapt.settings import TrainSettings, k_problem, layer_selection_on, layer_selection_target_problem
 from nada_sweep.errors import NO_VALUE, Problems, UserError, field_name
 from nada_sweep.images import IMAGE_SUFFIXES, image_files
-from nada_sweep.models.checkpoints import BUILTIN_PREFIX, GENERATOR_PRESETS
+from nada_sweep.models.checkpoints import BUILTIN_PREFIX
+from nada_sweep.models.presets import GENERATOR_PRESETS
 from nada_sweep.sweep import space
 from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep, path_from
 from nada_sweep.sweep.schema import (
@@ -254,7 +255,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: preset {value!r} means the file {path}, which does not exist. Put the "
-                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}) or set "
+                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}; "
+                "`nada-sweep models` says where to get it) or set "
                 "generator to the path of your file; `--demo` runs the same sweep on built-in tiny models"
             )
         resolved = str(path)
@@ -263,7 +265,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: file not found: {path} (got {value!r}); give a rosinality-format .pt file, "
-                f"a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, or builtin:tiny"
+                f"an NVIDIA StyleGAN2-ADA .pkl, a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, "
+                "or builtin:tiny"
             )
         resolved = str(path)
     try:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from nada_sweep.adapt.settings import ClipSpec, TrainSettings
 from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
-from nada_sweep.models.checkpoints import GENERATOR_PRESETS
+from nada_sweep.models.presets import GENERATOR_PRESETS
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: a name becomes a folder
 SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
