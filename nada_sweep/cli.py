@@ -1,4 +1,4 @@
-"""The `nada-sweep` command line: run | validate | adapt | report | generate | convert | models.
+"""The `nada-sweep` command line: run | validate | adapt | report | generate | invert | video | convert | models.
 
 Every bad input ends as one message naming the file/field/value and exit code 2, never a traceback.
 """
@@ -130,15 +130,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
         truncation=args.truncation,
         device=args.device,
         use_mapper=not args.no_mapper,
+        latents=Path(args.latents) if args.latents else None,
     )
     console.print(f"wrote {out}" + (" (latent mapper applied)" if mapped else ""))
     return 0
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    from nada_sweep.media.commands import invert_command
+    from nada_sweep.media.invert import InvertSettings
+
+    settings = InvertSettings(**{name: getattr(args, name) for name in _INVERT_OPTIONS})
+    invert_command(Path(args.photos), args.generator, Path(args.out), settings, perceptual=args.perceptual,
+                   clip=args.clip, device=args.device, overwrite=args.overwrite, console=console)
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from nada_sweep.media.commands import morph_command, walk_command
+    from nada_sweep.media.video import VideoSettings
+
+    settings = VideoSettings(frames=args.frames, fps=args.fps, seed=args.seed, truncation=args.truncation,
+                             keyframes=args.keyframes, samples=args.samples)
+    common = {"device": args.device, "overwrite": args.overwrite, "console": console}
+    if args.kind == "walk":
+        walk_command(args.generators, args.results, args.out, settings, **common)
+    else:
+        morph_command(args.source, args.target, args.out, settings, **common)
+    return 0
+
+
+def _media_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--photos", metavar="LATENTS", help="a latents file from `nada-sweep invert`: the gallery "
+                        "gets a 'your photos' section, the same codes rendered by every domain's best generator")
+    parser.add_argument("--videos", action="store_true",
+                        help="render a morph video (source -> domain) per domain and link it in the gallery")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from nada_sweep.sweep.driver import run_command
 
-    return run_command(
+    media = bool(args.photos or args.videos) and not args.dry_run
+    if media:
+        results = _check_run_media(args)
+    code = run_command(
         args.sweep,
         demo=args.demo,
         dry_run=args.dry_run,
@@ -148,6 +183,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         offline=args.offline,
         console=console,
     )
+    if media and code != EXIT_INTERRUPTED:
+        from nada_sweep.media.commands import sweep_media
+        from nada_sweep.report import build_report
+
+        sweep_media(results, photos=args.photos, videos=args.videos, console=console)
+        console.print(f"gallery: {build_report(results, console=console)}")
+    return code
+
+
+def _check_run_media(args: argparse.Namespace) -> Path:
+    """The results folder of the sweep; a latents file its generator cannot render is refused before the run."""
+    from nada_sweep.sweep.load import load_sweep
+
+    sweep = load_sweep(args.sweep, demo=args.demo)
+    if args.photos:
+        from nada_sweep.media.latents import describe, load_latents
+
+        latents = load_latents(args.photos)
+        if (latents.generator["size"], latents.generator["n_latent"]) != (sweep.generator_size, sweep.n_latent):
+            raise UserError(f"--photos: {args.photos} was made for a generator with {describe(latents.generator)}; "
+                            f"the sweep's generator {sweep.generator} has size {sweep.generator_size}, n_latent "
+                            f"{sweep.n_latent}: invert the photos with that generator")
+    return sweep.results_root
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -159,6 +217,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nada_sweep.report import build_report, print_best_table
 
+    if args.photos or args.videos:
+        from nada_sweep.media.commands import sweep_media
+
+        sweep_media(args.results_dir, photos=args.photos, videos=args.videos, select_metric=args.metric,
+                    collapse_threshold=args.collapse_threshold, console=console)
     print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
     index = build_report(
         args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console
@@ -227,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a Ray cluster: 'auto' or ray://host:port (default: local Ray)")
     run.add_argument("--verbose", action="store_true", help="show Ray's own output")
     run.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
+    _media_options(run)
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser(
@@ -274,7 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default="grid.png", help="PNG file to write")
     generate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     generate.add_argument("--no-mapper", action="store_true", help="ignore a mapper.pt saved beside the generator")
+    generate.add_argument("--latents", help="render the photo codes of this file (from `nada-sweep invert`) "
+                          "instead of seeded samples (--n, --seed, --truncation then do not apply)")
     generate.set_defaults(handler=cmd_generate)
+
+    _add_invert_parser(commands)
+    _add_video_parser(commands)
 
     report = commands.add_parser(
         "report",
@@ -288,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="diversity_ratio below which a trial counts as collapsed (default: the sweep's)",
     )
+    _media_options(report)
     report.set_defaults(handler=cmd_report)
 
     convert = commands.add_parser(
@@ -306,6 +376,85 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the CLIP models (downloaded or not) and generator presets")
     models.set_defaults(handler=cmd_models)
     return parser
+
+
+_INVERT_OPTIONS = ("steps", "lr", "lr_rampup", "lr_rampdown", "noise", "noise_ramp", "noise_regularize", "mse",
+                   "perceptual_weight", "batch", "seed")
+
+
+def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
+    from nada_sweep.media.invert import InvertSettings
+
+    invert = commands.add_parser(
+        "invert",
+        help="project your photos into a generator's W+ (for the gallery, generate --latents, editing)",
+        formatter_class=_HelpFormatter,
+        description="Fit a W+ code (and noise maps) per photo so that GENERATOR renders it: the StyleGAN2 "
+        "projector's recipe (learning-rate ramp, fading code noise, noise regularisation, pixel MSE plus a "
+        "perceptual term). Photos are centre-cropped and resized to the generator; align faces the FFHQ way "
+        "first (README). Writes OUT and OUT-stem_reconstructions/ beside it.",
+    )
+    defaults = InvertSettings()
+    invert.add_argument("photos", help="a folder of photos (or one photo)")
+    invert.add_argument("--generator", required=True, help="the generator file (the sweep's source generator)")
+    invert.add_argument("--out", default="latents.pt", help="latents file to write")
+    invert.add_argument("--perceptual", choices=("auto", "lpips", "clip", "none"), default="auto",
+                        help="perceptual term: auto = LPIPS (VGG) when its weights are on this machine, else CLIP "
+                        "image features")
+    invert.add_argument("--clip", help="CLIP model of the CLIP-feature term (default: ViT-B/32; builtin:tiny for "
+                        "random-weight generators)")
+    invert.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps per batch")
+    invert.add_argument("--batch", type=int, default=defaults.batch, help="photos optimised together")
+    invert.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    invert.add_argument("--lr-rampup", type=float, default=defaults.lr_rampup,
+                        help="fraction of the steps of learning-rate warm-up")
+    invert.add_argument("--lr-rampdown", type=float, default=defaults.lr_rampdown,
+                        help="fraction of the steps of cosine learning-rate decay")
+    invert.add_argument("--noise", type=float, default=defaults.noise,
+                        help="initial noise added to the code, in units of the std of w")
+    invert.add_argument("--noise-ramp", type=float, default=defaults.noise_ramp,
+                        help="fraction of the steps after which the code noise is gone")
+    invert.add_argument("--noise-regularize", type=float, default=defaults.noise_regularize,
+                        help="weight of the noise maps' autocorrelation penalty")
+    invert.add_argument("--mse", type=float, default=defaults.mse, help="weight of the pixel MSE")
+    invert.add_argument("--perceptual-weight", type=float, default=defaults.perceptual_weight,
+                        help="weight of the perceptual term")
+    invert.add_argument("--seed", type=int, default=defaults.seed, help="seed of the start and the noise")
+    invert.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    invert.add_argument("--overwrite", action="store_true", help="replace an existing latents file")
+    invert.set_defaults(handler=cmd_invert)
+
+
+def _add_video_parser(commands: argparse._SubParsersAction) -> None:
+    from nada_sweep.media.video import VideoSettings
+
+    video = commands.add_parser("video", help="latent-walk and morph videos (MP4, else animated WebP/GIF)")
+    kinds = video.add_subparsers(dest="kind", required=True, metavar="KIND")
+    defaults = VideoSettings()
+    walk = kinds.add_parser(
+        "walk", formatter_class=_HelpFormatter, help="one latent walk rendered by several generators side by side",
+        description="A looping walk through --keyframes latents, each frame rendered by every generator, left to "
+        "right. --results DIR shows the sweep's source generator and every domain's best generator.")
+    walk.add_argument("generators", nargs="*", help="generator files (same architecture)")
+    walk.add_argument("--results", help="a sweep's results folder: source plus each domain's best generator")
+    walk.add_argument("--keyframes", type=int, default=defaults.keyframes, help="latents the walk visits")
+    morph = kinds.add_parser(
+        "morph", formatter_class=_HelpFormatter, help="a generator morphing into one adapted from it",
+        description="--samples latents rendered while every weight moves from SOURCE (first frame) to TARGET "
+        "(last frame).")
+    morph.add_argument("source", help="the source generator file (or builtin:tiny)")
+    morph.add_argument("target", help="a generator adapted from it, e.g. results/<sweep>/best/<domain>/generator.pt")
+    morph.add_argument("--samples", type=int, default=defaults.samples, help="latents shown side by side")
+    for parser in (walk, morph):
+        parser.add_argument("--out", help="video file: .mp4 (H.264, needs imageio-ffmpeg), .webp or .gif "
+                            "(default: walk.mp4 / morph.mp4, .webp when ffmpeg is missing)")
+        parser.add_argument("--frames", type=int, default=defaults.frames, help="frames in the video")
+        parser.add_argument("--fps", type=int, default=defaults.fps, help="frames per second")
+        parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the latents")
+        parser.add_argument("--truncation", type=float, default=defaults.truncation, help="truncation psi")
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing video file")
+        parser.set_defaults(handler=cmd_video, keyframes=defaults.keyframes, samples=defaults.samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
