@@ -9,6 +9,7 @@ in the terminal and in the latents file.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,12 @@ def _pooled(images: torch.Tensor) -> torch.Tensor:
 def lpips_term(device: torch.device, net: str = "vgg") -> Perceptual:
     import lpips
 
-    model = lpips.LPIPS(net=net, verbose=False).to(device).eval().requires_grad_(False)
+    with warnings.catch_warnings():
+        # lpips asks torchvision for its trunk with the `pretrained=` argument torchvision deprecated; the
+        # warning is about lpips's code, not anything a user can change
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        model = lpips.LPIPS(net=net, verbose=False)
+    model = model.to(device).eval().requires_grad_(False)
     return Perceptual(f"lpips ({net})", lambda a, b: model(_pooled(a), _pooled(b)).flatten())
 
 
