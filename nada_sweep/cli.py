@@ -165,13 +165,16 @@ def _media_options(parser: argparse.ArgumentParser) -> None:
                         "gets a 'your photos' section, the same codes rendered by every domain's best generator")
     parser.add_argument("--videos", action="store_true",
                         help="render a morph video (source -> domain) per domain and link it in the gallery")
+    parser.add_argument("--video-frames", type=int, default=48, help="frames of each morph video (at 24 fps)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from nada_sweep.media.video import VideoSettings
     from nada_sweep.sweep.driver import run_command
 
     media = bool(args.photos or args.videos) and not args.dry_run
     if media:
+        VideoSettings(frames=args.video_frames).check("--video-frames")
         results = _check_run_media(args)
     code = run_command(
         args.sweep,
@@ -187,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from nada_sweep.media.commands import sweep_media
         from nada_sweep.report import build_report
 
-        sweep_media(results, photos=args.photos, videos=args.videos, console=console)
+        sweep_media(results, photos=args.photos, videos=args.videos, video_frames=args.video_frames, console=console)
         console.print(f"gallery: {build_report(results, console=console)}")
     return code
 
@@ -220,8 +223,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.photos or args.videos:
         from nada_sweep.media.commands import sweep_media
 
-        sweep_media(args.results_dir, photos=args.photos, videos=args.videos, select_metric=args.metric,
-                    collapse_threshold=args.collapse_threshold, console=console)
+        sweep_media(args.results_dir, photos=args.photos, videos=args.videos, video_frames=args.video_frames,
+                    select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console)
     print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
     index = build_report(
         args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console

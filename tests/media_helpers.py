@@ -29,3 +29,19 @@ def other_generator(path: Path) -> Path:
     spec = GeneratorSpec(size=32, style_dim=32, n_mlp=1, channels={4: 16, 8: 16, 16: 16, 32: 16})
     save_generator(path, build_generator(spec), metadata={"random_weights": True})
     return path
+
+
+def sweep_with_photos(base: Path) -> tuple[Path, Path]:
+    """Two real tiny domains, 3 photos inverted with their source generator, then report --photos --videos."""
+    from report_helpers import real_trial
+
+    from nada_sweep.cli import main
+
+    root = base / "demo-sweep"
+    real_trial(root, "sketch", "k0", target="pencil sketch", k=0, steps=2)
+    real_trial(root, "anime", "k0", target="anime painting", k=0, steps=2)
+    latents = base / "latents.pt"
+    assert main(["invert", str(photo_folder(base / "photos", n=3)), "--generator", "builtin:tiny",
+                 "--out", str(latents), "--steps", "2"]) == 0
+    assert main(["report", str(root), "--photos", str(latents), "--videos", "--video-frames", "16"]) == 0
+    return root, latents

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
+import media_helpers
 from media_helpers import other_generator, photo_folder
-from report_helpers import fake_trial, line, real_trial
+from report_helpers import fake_trial, line
 
 from nada_sweep.cli import main
 
@@ -20,16 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sweep_with_photos(tmp_path_factory):
-    """Two real tiny domains, photos inverted with their source generator, report --photos --videos."""
-    base = tmp_path_factory.mktemp("photos")
-    root = base / "demo-sweep"
-    real_trial(root, "sketch", "k0", target="pencil sketch", k=0, steps=2)
-    real_trial(root, "anime", "k0", target="anime painting", k=0, steps=2)
-    latents = base / "latents.pt"
-    assert main(["invert", str(photo_folder(base / "photos", n=3)), "--generator", "builtin:tiny",
-                 "--out", str(latents), "--steps", "2"]) == 0
-    assert main(["report", str(root), "--photos", str(latents), "--videos"]) == 0
-    return root, latents
+    return media_helpers.sweep_with_photos(tmp_path_factory.mktemp("photos"))
 
 
 def test_photos_and_videos_land_in_the_results_folder(sweep_with_photos):
@@ -50,7 +42,7 @@ def test_photos_and_videos_land_in_the_results_folder(sweep_with_photos):
 def test_videos_up_to_date_are_not_rendered_again(sweep_with_photos, capsys):
     root, _ = sweep_with_photos
     before = (root / "videos" / "anime.mp4").stat().st_mtime_ns
-    assert main(["report", str(root), "--videos"]) == 0
+    assert main(["report", str(root), "--videos", "--video-frames", "16"]) == 0
     assert "0 rendered, 2 already up to date" in capsys.readouterr().out
     assert (root / "videos" / "anime.mp4").stat().st_mtime_ns == before
 
@@ -88,3 +80,13 @@ def test_report_package_still_imports_no_torch():
     code = ("import sys, nada_sweep.report, nada_sweep.report.gallery, nada_sweep.report.media; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_bad_video_frames_are_refused_before_anything_is_written(tmp_path, sweep_with_photos, capsys):
+    root, _ = sweep_with_photos
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
+    stamp = (copy / "videos" / "manifest.json").stat().st_mtime_ns
+    assert main(["report", str(copy), "--videos", "--video-frames", "1"]) == 2
+    assert "--video-frames: 1" in capsys.readouterr().err
+    assert (copy / "videos" / "manifest.json").stat().st_mtime_ns == stamp

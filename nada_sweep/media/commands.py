@@ -153,6 +153,7 @@ def sweep_media(
     *,
     photos: str | None,
     videos: bool,
+    video_frames: int = 48,
     select_metric: str | None = None,
     collapse_threshold: float | None = None,
     console: Console,
@@ -164,6 +165,8 @@ def sweep_media(
     """
     if not photos and not videos:
         return
+    settings = VideoSettings(frames=video_frames, fps=24)
+    settings.check("--video-frames")
     latents = load_latents(photos) if photos else None
     winners = domain_winners(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
     root = Path(results_dir).resolve()
@@ -179,7 +182,6 @@ def sweep_media(
             task = progress.add_task("your photos in each domain", total=len(winners), info="")
             render_photos(root, latents, winners, device, lambda domain: progress.advance(task))
     if videos:
-        settings = VideoSettings(frames=48, fps=24)
         suffix = default_suffix()
         with progress_bar(console) as progress:
             task = progress.add_task(f"morph videos ({suffix[1:]})", total=len(winners) * settings.frames, info="")

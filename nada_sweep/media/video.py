@@ -36,11 +36,11 @@ class VideoSettings:
     keyframes: int = 4  # walk: latents visited (then back to the first, so the walk loops)
     samples: int = 4  # morph: latents shown side by side
 
-    def check(self) -> None:
-        """One UserError naming every option out of range."""
+    def check(self, frames_option: str = "--frames") -> None:
+        """One UserError naming every option out of range (`frames_option`: what the command calls frames)."""
         problems = []
         if not 2 <= self.frames <= MAX_FRAMES:
-            problems.append(f"--frames: {self.frames} must be in 2..{MAX_FRAMES}")
+            problems.append(f"{frames_option}: {self.frames} must be in 2..{MAX_FRAMES}")
         if not 1 <= self.fps <= MAX_FPS:
             problems.append(f"--fps: {self.fps} must be in 1..{MAX_FPS}")
         if not 0 < self.truncation <= 1:
