@@ -90,3 +90,17 @@ def test_bad_video_frames_are_refused_before_anything_is_written(tmp_path, sweep
     assert main(["report", str(copy), "--videos", "--video-frames", "1"]) == 2
     assert "--video-frames: 1" in capsys.readouterr().err
     assert (copy / "videos" / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_run_refuses_latents_of_another_generator_before_starting(tmp_path, capsys):
+    from pathlib import Path
+
+    photos = photo_folder(tmp_path / "photos")
+    latents = tmp_path / "g32_latents.pt"
+    assert main(["invert", str(photos), "--generator", str(other_generator(tmp_path / "g32.pt")),
+                 "--out", str(latents), "--steps", "1", "--clip", "builtin:tiny"]) == 0
+    sweep = Path(__file__).resolve().parents[1] / "sweep.yaml"
+    assert main(["run", str(sweep), "--demo", "--photos", str(latents)]) == 2
+    err = capsys.readouterr().err
+    assert "size 32, n_latent 8" in err and "size 64, n_latent 10" in err
+    assert "Traceback" not in err
