@@ -9,8 +9,8 @@ import json
 import subprocess
 import sys
 
-import pytest
 import media_helpers
+import pytest
 from media_helpers import other_generator, photo_folder
 from report_helpers import fake_trial, line
 

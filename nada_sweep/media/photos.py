@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nada_sweep.errors import UserError
+from nada_sweep.images import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -58,7 +59,7 @@ def read_photos(where: Path | str, size: int) -> list[Photo]:
             bad.append(f"{path.name} ({type(error).__name__})")
     if bad:
         raise UserError(f"photos: {where}: not readable images: {', '.join(bad)}; the folder must hold only "
-                        "photos (PNG, JPEG, WebP, ...)")
+                        f"photos ({', '.join(IMAGE_SUFFIXES)})")
     stems = [photo.name for photo in photos]
     twins = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twins:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nada_sweep.run_files import SweepFolder, read_json
 from nada_sweep.report.results import contained
+from nada_sweep.run_files import SweepFolder, read_json
 
 
 @dataclass
