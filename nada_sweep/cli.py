@@ -138,7 +138,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_invert(args: argparse.Namespace) -> int:
     from nada_sweep.media.commands import invert_command
-    from nada_sweep.media.invert import InvertSettings
+    from nada_sweep.media.settings import InvertSettings
 
     settings = InvertSettings(**{name: getattr(args, name) for name in _INVERT_OPTIONS})
     invert_command(Path(args.photos), args.generator, Path(args.out), settings, perceptual=args.perceptual,
@@ -148,7 +148,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from nada_sweep.media.commands import morph_command, walk_command
-    from nada_sweep.media.video import VideoSettings
+    from nada_sweep.media.settings import VideoSettings
 
     settings = VideoSettings(frames=args.frames, fps=args.fps, seed=args.seed, truncation=args.truncation,
                              keyframes=args.keyframes, samples=args.samples)
@@ -169,7 +169,7 @@ def _media_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nada_sweep.media.video import VideoSettings
+    from nada_sweep.media.settings import VideoSettings
     from nada_sweep.sweep.driver import run_command
 
     media = bool(args.photos or args.videos) and not args.dry_run
@@ -386,7 +386,7 @@ _INVERT_OPTIONS = ("steps", "lr", "lr_rampup", "lr_rampdown", "noise", "noise_ra
 
 
 def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
-    from nada_sweep.media.invert import InvertSettings
+    from nada_sweep.media.settings import InvertSettings
 
     invert = commands.add_parser(
         "invert",
@@ -429,7 +429,7 @@ def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_video_parser(commands: argparse._SubParsersAction) -> None:
-    from nada_sweep.media.video import VideoSettings
+    from nada_sweep.media.settings import VideoSettings
 
     video = commands.add_parser("video", help="latent-walk and morph videos (MP4, else animated WebP/GIF)")
     kinds = video.add_subparsers(dest="kind", required=True, metavar="KIND")

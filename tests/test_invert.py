@@ -10,9 +10,10 @@ from PIL import Image
 from nada_sweep.cli import main
 from nada_sweep.errors import UserError
 from nada_sweep.media import perceptual
-from nada_sweep.media.invert import InvertSettings, invert, learning_rate, noise_penalty
+from nada_sweep.media.invert import invert, learning_rate, noise_penalty
 from nada_sweep.media.latents import check_generator, load_latents, render_latents
 from nada_sweep.media.photos import Photo, read_photos
+from nada_sweep.media.settings import InvertSettings
 from nada_sweep.models.checkpoints import load_generator
 
 CPU = torch.device("cpu")

@@ -11,7 +11,8 @@ from PIL import Image
 
 from nada_sweep.cli import main
 from nada_sweep.media import encode
-from nada_sweep.media.video import VideoSettings, WeightMorph, morph_frames, walk_frames, walk_latents
+from nada_sweep.media.settings import VideoSettings
+from nada_sweep.media.video import WeightMorph, morph_frames, walk_frames, walk_latents
 from nada_sweep.models.checkpoints import load_generator, save_generator
 from nada_sweep.sampling import fixed_latents, render
 

@@ -19,12 +19,13 @@ from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.media.encode import check_output, default_suffix, write_video
-from nada_sweep.media.invert import InvertSettings, invert
+from nada_sweep.media.invert import invert
 from nada_sweep.media.latents import Latents, load_latents, render_latents, save_latents
 from nada_sweep.media.perceptual import PerceptualChoice, choose_perceptual
 from nada_sweep.media.photos import read_photos
+from nada_sweep.media.settings import InvertSettings, VideoSettings
 from nada_sweep.media.sweep_media import check_photos, render_morphs, render_photos
-from nada_sweep.media.video import VideoSettings, WeightMorph, morph_frames, walk_frames, walk_latents
+from nada_sweep.media.video import WeightMorph, morph_frames, walk_frames, walk_latents
 from nada_sweep.models.checkpoints import is_random_weight, load_generator
 from nada_sweep.report import domain_winners
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL

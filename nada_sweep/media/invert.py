@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -20,44 +20,10 @@ import torch.nn.functional as F
 from nada_sweep.media.latents import Latents, generator_identity
 from nada_sweep.media.perceptual import Perceptual
 from nada_sweep.media.photos import Photo
+from nada_sweep.media.settings import InvertSettings
 from nada_sweep.models.checkpoints import LoadedGenerator
 
 MEAN_SAMPLES = 10_000  # z samples behind the starting code (mean w) and the code's noise scale (std of w)
-
-
-@dataclass
-class InvertSettings:
-    steps: int = 1000  # optimisation steps per batch of photos
-    lr: float = 0.1  # peak Adam learning rate
-    lr_rampup: float = 0.05  # fraction of the steps over which the learning rate rises from 0
-    lr_rampdown: float = 0.25  # fraction of the steps over which it falls back to 0 (cosine)
-    noise: float = 0.05  # initial code noise, in units of the std of w
-    noise_ramp: float = 0.75  # fraction of the steps after which the code noise is gone
-    noise_regularize: float = 1e5  # weight of the noise maps' autocorrelation penalty
-    mse: float = 1.0  # weight of the pixel MSE
-    perceptual_weight: float = 1.0  # weight of the perceptual distance
-    batch: int = 4  # photos optimised together
-    seed: int = 0  # seeds the mean-w samples, the initial noise maps and the code noise
-
-    def check(self) -> list[str]:
-        """Problems with these settings, each naming its option."""
-        problems = []
-        if self.steps < 1:
-            problems.append(f"--steps: {self.steps} must be at least 1")
-        if self.batch < 1:
-            problems.append(f"--batch: {self.batch} must be at least 1")
-        if not self.lr > 0:
-            problems.append(f"--lr: {self.lr} must be > 0")
-        for name in ("lr_rampup", "lr_rampdown", "noise_ramp"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                problems.append(f"--{name.replace('_', '-')}: {value} must be in (0, 1]")
-        for name in ("noise", "noise_regularize", "mse", "perceptual_weight"):
-            if not getattr(self, name) >= 0:
-                problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be >= 0")
-        if self.mse == 0 and self.perceptual_weight == 0:
-            problems.append("--mse and --perceptual-weight are both 0: nothing would pull the code towards the photo")
-        return problems
 
 
 def learning_rate(t: float, settings: InvertSettings) -> float:

@@ -18,7 +18,8 @@ import torch
 from nada_sweep.images import save_grid
 from nada_sweep.media.encode import write_video
 from nada_sweep.media.latents import Latents, check_generator, render_latents
-from nada_sweep.media.video import VideoSettings, WeightMorph, morph_frames
+from nada_sweep.media.settings import VideoSettings
+from nada_sweep.media.video import WeightMorph, morph_frames
 from nada_sweep.models.checkpoints import LoadedGenerator, load_generator
 from nada_sweep.report import DomainWinner
 from nada_sweep.report.results import safe_name

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -19,38 +18,9 @@ import torch
 
 from nada_sweep.errors import UserError
 from nada_sweep.images import grid_array
+from nada_sweep.media.settings import VideoSettings
 from nada_sweep.models.stylegan2 import Generator
 from nada_sweep.sampling import fixed_latents, render
-
-MAX_FRAMES = 10_000
-MAX_FPS = 120
-MAX_SAMPLES = 64
-
-
-@dataclass
-class VideoSettings:
-    frames: int = 120  # frames in the file
-    fps: int = 30  # frames per second
-    seed: int = 0  # seeds the latents
-    truncation: float = 0.7  # truncation psi of the latents
-    keyframes: int = 4  # walk: latents visited (then back to the first, so the walk loops)
-    samples: int = 4  # morph: latents shown side by side
-
-    def check(self, frames_option: str = "--frames") -> None:
-        """One UserError naming every option out of range (`frames_option`: what the command calls frames)."""
-        problems = []
-        if not 2 <= self.frames <= MAX_FRAMES:
-            problems.append(f"{frames_option}: {self.frames} must be in 2..{MAX_FRAMES}")
-        if not 1 <= self.fps <= MAX_FPS:
-            problems.append(f"--fps: {self.fps} must be in 1..{MAX_FPS}")
-        if not 0 < self.truncation <= 1:
-            problems.append(f"--truncation: {self.truncation} must be in (0, 1]")
-        if not 2 <= self.keyframes <= max(2, self.frames):
-            problems.append(f"--keyframes: {self.keyframes} must be in 2..{max(2, self.frames)} (at most --frames)")
-        if not 1 <= self.samples <= MAX_SAMPLES:
-            problems.append(f"--samples: {self.samples} must be in 1..{MAX_SAMPLES}")
-        if problems:
-            raise UserError("; ".join(problems))
 
 
 def ease(t: float) -> float:
