@@ -82,9 +82,16 @@ def pick_w_indices(
         parameter.requires_grad_(flag)
         parameter.grad = None
     movement = (w_plus.detach() - w_start).abs().mean(dim=-1).mean(dim=0)
-    allowed = torch.tensor(list(candidates) if candidates is not None else range(generator.n_latent))
+    return most_moved(movement, k, candidates).tolist()
+
+
+def most_moved(movement: torch.Tensor, k: int, candidates: Sequence[int] | None = None) -> torch.Tensor:
+    """The (at most k) `candidates` with the largest `movement` [n_latent], on movement's device."""
+    indices = list(candidates) if candidates is not None else range(movement.shape[0])
+    # On movement's device: topk's indices live there, and indexing a CPU tensor with them fails on CUDA.
+    allowed = torch.tensor(indices, dtype=torch.long, device=movement.device)
     chosen = torch.topk(movement[allowed], min(k, len(allowed))).indices
-    return allowed[chosen].tolist()
+    return allowed[chosen]
 
 
 def trainable_indices(generator: Generator, layer_map: str) -> list[int]:

@@ -81,10 +81,15 @@ class Adaptation:
         self.chosen_indices: list[int] | None = None
         # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
         self.candidates = trainable_indices(self.g_train, config.layer_map)
+        # Until the first update the twins render the same images, which the directional loss must nudge apart.
+        self.untrained = True
         if device.type == "cuda":
             # process-wide switches: each trial a worker runs sets them from its own config
             torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
             torch.backends.cudnn.allow_tf32 = config.cuda_tf32
+            # A run's convolution shapes never change (fixed batch, eval chunk and layer-search batch), so the
+            # fastest cuDNN algorithm is worth finding once per shape.
+            torch.backends.cudnn.benchmark = True
         if config.compile:
             self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
 
@@ -107,7 +112,7 @@ class Adaptation:
             indices = pick_w_indices(
                 self.g_train,
                 w0,
-                self.guidance.global_text_loss,
+                self._selection_loss,
                 self.config.k,
                 self.config.auto_layer_iters,
                 weight_gradients=self.config.faithful,
@@ -118,16 +123,24 @@ class Adaptation:
         self.chosen_indices = indices
         return indices
 
-    def train_step(self, batch: FrozenBatch) -> float:
+    def _selection_loss(self, images: torch.Tensor) -> torch.Tensor:
+        # The layer search's CLIP passes are most of a selecting step's work: the same precision as training's.
+        with self.clip_precision():
+            return self.guidance.global_text_loss(images).float()
+
+    def train_step(self, batch: FrozenBatch) -> torch.Tensor:
+        """One optimiser step; returns the loss as a 0-d tensor on the device (reading it would wait for the GPU)."""
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
         with self.clip_precision():
-            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
+            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images,
+                                      may_be_identical=self.untrained)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        return loss.item()
+        self.untrained = False
+        return loss.detach()
 
-    def step(self, step_index: int, frozen: FrozenSide) -> float:
+    def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
         if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
             self.choose_layers()
         return self.train_step(frozen.next_batch(self.config.batch))
