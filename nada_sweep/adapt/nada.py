@@ -84,14 +84,17 @@ class Adaptation:
         # Until the first update the twins render the same images, which the directional loss must nudge apart.
         self.untrained = True
         if device.type == "cuda":
-            # process-wide switches: each trial a worker runs sets them from its own config
-            torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
-            torch.backends.cudnn.allow_tf32 = config.cuda_tf32
-            # A run's convolution shapes never change (fixed batch, eval chunk and layer-search batch), so the
-            # fastest cuDNN algorithm is worth finding once per shape.
-            torch.backends.cudnn.benchmark = True
+            self.use_cuda_switches()
         if config.compile:
             self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
+
+    def use_cuda_switches(self) -> None:
+        """Set torch's process-wide CUDA switches from this run's config (each trial of a worker sets its own)."""
+        torch.backends.cuda.matmul.allow_tf32 = self.config.cuda_tf32
+        torch.backends.cudnn.allow_tf32 = self.config.cuda_tf32
+        # A run's convolution shapes never change (fixed batch, eval chunk and layer-search batch), so the
+        # fastest cuDNN algorithm is worth finding once per shape.
+        torch.backends.cudnn.benchmark = True
 
     def clip_precision(self) -> contextlib.AbstractContextManager:
         """bf16 autocast for CLIP forward passes when cuda_bf16_clip asks for it on a CUDA device."""
