@@ -82,7 +82,7 @@ class Adaptation:
         # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
         self.candidates = trainable_indices(self.g_train, config.layer_map)
         # Until the first update the twins render the same images, which the directional loss must nudge apart.
-        self.untrained = True
+        self._untrained = True
         if device.type == "cuda":
             self.use_cuda_switches()
         if config.compile:
@@ -136,11 +136,11 @@ class Adaptation:
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
         with self.clip_precision():
             loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images,
-                                      may_be_identical=self.untrained)
+                                      may_be_identical=self._untrained)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        self.untrained = False
+        self._untrained = False
         return loss.detach()
 
     def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
