@@ -195,7 +195,7 @@ def check_clip_dtypes(device: torch.device) -> str:
         inside = clip.encode_images(images).dtype
     a._selection_loss(images)  # the layer search's loss
     hook.remove()
-    fresh, reference = wrap_clip(build_tiny_clip(seed=1), "tiny", device), wrap_clip(build_tiny_clip(seed=1), "t", device)
+    fresh, reference = (wrap_clip(build_tiny_clip(seed=1), "tiny", device) for _ in range(2))
     with a.clip_precision():
         cached = text_direction(fresh, "photo", "sketch")
     same = torch.equal(cached, text_direction(reference, "photo", "sketch"))

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 dir=${1:-.whl}
 python=${PYTHON:-python3}
 # setuptools < 81: clip imports pkg_resources; typing-extensions: pydantic needs a recent one.
-packages="pydantic pydantic-core annotated-types typing-inspection typing-extensions clip-anytorch ftfy wcwidth setuptools"
+packages="pydantic pydantic-core annotated-types typing-inspection typing-extensions"
+packages="$packages clip-anytorch ftfy wcwidth setuptools"
 pins=$("$python" - $packages <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version

@@ -101,11 +101,13 @@ def test_a_trial_given_a_gpu_without_cuda_is_refused_with_what_torch_reports(tmp
 def test_text_embeddings_cached_under_bf16_autocast_are_the_fp32_ones():
     # A worker's first trial may run CLIP under bf16 autocast; the cached text embeddings serve fp32 trials too.
     under_autocast, plain = (wrap_clip(build_tiny_clip(seed=0), "builtin:tiny") for _ in range(2))
+    def embeddings(clip):
+        return [text_direction(clip, "photo", "sketch"), template_text_embedding(clip, "sketch"),
+                _raw_text_embedding(clip, "a sketch")]
+
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        computed = [text_direction(under_autocast, "photo", "sketch"), template_text_embedding(under_autocast, "sketch"),
-                    _raw_text_embedding(under_autocast, "a sketch")]
-    expected = [text_direction(plain, "photo", "sketch"), template_text_embedding(plain, "sketch"),
-                _raw_text_embedding(plain, "a sketch")]
+        computed = embeddings(under_autocast)
+    expected = embeddings(plain)
     for got, want in zip(computed, expected):
         assert got.dtype == torch.float32 and torch.equal(got, want)
 

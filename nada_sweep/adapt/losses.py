@@ -2,9 +2,9 @@
 manifold and patch losses, combined over an ensemble of CLIP models by ClipGuidance.
 
 The loss functions take embeddings as CLIP returns them (not normalised) and normalise inside, so a
-caller can never forget to. Text embeddings are computed once per CLIP model instance and kept in its
-`cache` (load_clip returns one instance per spec and device per process), so every trial in a worker
-that adapts the same domain reuses them.
+caller can never forget to. Text embeddings are computed once per CLIP model instance, in float32 whatever
+autocast is on, and kept in its `cache` (load_clip returns one instance per spec and device per process), so
+every trial in a worker that adapts the same domain reuses them.
 """
 
 from __future__ import annotations
