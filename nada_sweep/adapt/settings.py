@@ -123,8 +123,8 @@ class TrainSettings(BaseModel):
     )
     compile: bool = Field(
         False,
-        description="torch.compile the trained generator (compile time counts in the run; layer selection with "
-        "k below n_latent changes the trainable set every step and recompiles)",
+        description="torch.compile the trained generator (compile time counts in the run); not with adaptive "
+        "layer selection, whose changing set of trained layers would recompile it",
     )
 
     @property
@@ -135,6 +135,17 @@ class TrainSettings(BaseModel):
     def _samples_are_eval_latents(self) -> TrainSettings:
         if self.n_samples > self.n_eval:
             raise ValueError(f"n_samples ({self.n_samples}) must not exceed n_eval ({self.n_eval})")
+        return self
+
+    @model_validator(mode="after")
+    def _compile_without_selection(self) -> TrainSettings:
+        # Which parameters require gradients is part of what torch.compile specialises on: every new set of
+        # trained layers compiles again, and past torch's recompile limit the run silently goes on uncompiled.
+        if self.compile and self.selects_layers:
+            raise ValueError(
+                f"compile: true cannot be combined with adaptive layer selection (k: {self.k}, auto_layer_iters: "
+                f"{self.auto_layer_iters}): each new set of trained layers makes torch compile the generator again "
+                "until its recompile limit, after which the run goes on uncompiled; set compile: false, or k: 0")
         return self
 
 

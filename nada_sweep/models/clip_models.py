@@ -94,6 +94,13 @@ class ClipModel:
     # gets from torchvision >= 0.17); the reference under old torchvision resized tensors without it.
     antialias: bool = True
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    # Made once on the model's device: built per call, each would be a host-to-device copy the CPU waits on.
+    mean: Tensor = dataclasses.field(init=False, repr=False)
+    std: Tensor = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """[-1, 1] NCHW images -> CLIP input: [0, 1], bicubic resize (shorter side), centre crop, normalise."""
@@ -113,9 +120,7 @@ class ClipModel:
         top = int(round((height - size) / 2.0))
         left = int(round((width - size) / 2.0))
         x = x[:, :, top:top + size, left:left + size]
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x - self.mean) / self.std
 
     def encode_images(self, images: Tensor) -> Tensor:
         """[-1, 1] NCHW images -> [N, D] image embeddings, not normalised, differentiable wrt images."""

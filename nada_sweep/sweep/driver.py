@@ -97,6 +97,7 @@ def trial_spec(sweep: ResolvedSweep, index: int) -> TrialSpec:
         out_dir=str(sweep.trial_dir(plan)),
         steps=config.steps,
         cpus=sweep.config.resources.cpus,
+        gpus=sweep.config.resources.gpus,
         config=config.model_dump(mode="json"),
         labels={"sweep": sweep.name, "domain": plan.domain, "trial": plan.name, "params": plan.params,
                 "demo": sweep.demo},

@@ -66,14 +66,16 @@ class Resources(BaseModel):
 
     cpus: float = Field(1, gt=0, description="CPU cores per trial (torch uses this many threads)")
     gpus: float = Field(
-        0, ge=0, description="GPUs per trial; a fraction (0.5) lets several trials share one GPU; 0 = CPU only"
+        0, ge=0, description="GPUs per trial, at most 1; a fraction (0.5) lets several trials share one GPU "
+        "(each capped at its share of the GPU's memory); 0 = CPU only"
     )
 
     @field_validator("gpus")
     @classmethod
-    def _whole_above_one(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError("above 1 must be a whole number of GPUs (Ray shares only single GPUs)")
+    def _one_at_most(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError("at most 1: a trial trains on one GPU, so more would sit idle; run more trials at "
+                             "once instead (a fraction such as 0.5 shares a GPU between trials)")
         return value
 
 
