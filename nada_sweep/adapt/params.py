@@ -73,6 +73,9 @@ class Parametrization(nn.Module):
     """Base: renders through `generator` and exposes its layers; subclasses define what trains."""
 
     name: ClassVar[str]
+    # Evaluations before this step see numbers that are not yet final (a sparse mode still pruning): not a
+    # best step to keep.
+    settled_step: int = 0
 
     def __init__(self, generator: Generator) -> None:
         super().__init__()
