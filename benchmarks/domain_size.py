@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import make_generator_file, print_table  # noqa: E402
+from common import make_generator_file, print_table
 
 from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
 from nada_sweep.adapt.params import PARAMETRIZATIONS, SparseStyleSpace, build_params

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import make_clip_files, make_generator_file, print_table  # noqa: E402
+from common import make_clip_files, make_generator_file, print_table
 
 MODES = ("full", "stylespace", "stylespace_sparse", "domain_mod", "affine")
 LR = {"full": 0.002, "affine": 0.002}  # the others: the light modes' 0.05

@@ -6,6 +6,8 @@ import hashlib
 
 import pytest
 import torch
+from test_params import perturb, render, w_plus
+from test_stylegan2 import small_generator
 
 from nada_sweep.adapt.domains import (
     apply_domain,
@@ -20,8 +22,6 @@ from nada_sweep.adapt.domains import (
 from nada_sweep.adapt.params import build_params
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator, save_generator
-from test_params import perturb, render, w_plus
-from test_stylegan2 import small_generator
 
 
 @pytest.fixture

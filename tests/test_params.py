@@ -6,16 +6,21 @@ import typing
 
 import pytest
 import torch
+from test_stylegan2 import small_generator
 
 from nada_sweep.adapt.layers import layers_for_indices, pick_w_indices
 from nada_sweep.adapt.losses import ClipGuidance
-from nada_sweep.adapt.params import PARAMETRIZATIONS, SparseStyleSpace, build_params, styled_layers
+from nada_sweep.adapt.params import (
+    PARAMETRIZATIONS,
+    SparseStyleSpace,
+    build_params,
+    styled_layers,
+)
 from nada_sweep.adapt.settings import AdaptConfig, ParamsName
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator
 from nada_sweep.models.clip_models import load_clip
 from nada_sweep.models.stylegan2 import Generator
-from test_stylegan2 import small_generator
 
 LIGHT = [name for name in PARAMETRIZATIONS if name != "full"]
 

@@ -25,7 +25,12 @@ import torch
 from torch import Tensor
 
 from nada_sweep import run_files
-from nada_sweep.adapt.params import PARAMETRIZATIONS, Full, Parametrization, build_params
+from nada_sweep.adapt.params import (
+    PARAMETRIZATIONS,
+    Full,
+    Parametrization,
+    build_params,
+)
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX, load_generator
 from nada_sweep.models.stylegan2 import Generator
@@ -59,10 +64,6 @@ class Domain:
     tensors: dict[str, Tensor]  # its domain_tensors(), on the CPU
     base: BaseIdentity
     metadata: dict[str, Any] = field(default_factory=dict)  # source/target text, step, ... (JSON data)
-
-    def num_values(self) -> int:
-        """Numbers the domain holds that differ from the source (a sparse domain's zeros do not count)."""
-        return sum(int(torch.count_nonzero(t)) for t in self.tensors.values())
 
 
 def base_identity(source: str | Path) -> BaseIdentity:
@@ -125,7 +126,7 @@ def load_domain(path: str | Path) -> Domain:
         raise UserError(f"{path}: domain file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged archives surface as RuntimeError, EOFError, UnpicklingError, ...
+    except Exception as exc:  # damaged archives surface as RuntimeError, EOFError, struct.error, ...
         raise UserError(f"{path}: not a readable domain file ({type(exc).__name__})") from None
     if not isinstance(payload, Mapping) or payload.get("format") != DOMAIN_FORMAT:
         raise UserError(f"{path}: not a nada-sweep domain file (a generator.pt goes to --generator, "
