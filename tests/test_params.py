@@ -118,7 +118,7 @@ def test_layer_selection_runs_on_a_parametrization():
     base = small_generator()
     params = build_params("stylespace", base)
     perturb(params)
-    layers = layers_for_indices(params, [0, 2], "true")
+    layers = layers_for_indices(params, [0, 2], "driven")
     assert layers == [base.conv1, base.convs[1]]
     # The W+ search sees the adapted generator, trains nothing and leaves every flag as it was.
     indices = pick_w_indices(params, base.style(torch.randn(2, 32)), fake_loss, k=2, iters=1)
