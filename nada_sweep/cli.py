@@ -123,6 +123,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--n: {args.n} must be a positive number of images")
     if not 0 < args.truncation <= 1:
         raise UserError(f"--truncation: {args.truncation} must be in (0, 1]")
+    if (args.generator is None) == (not args.domain):
+        raise UserError("generate: give either a generator file or --domain (a domain.pt)")
+    if args.domain is None and (args.mix is not None or args.base is not None):
+        raise UserError("--mix and --base apply to domain files: give them with --domain")
     out, mapped = generate_grid(
         args.generator,
         Path(args.out),
@@ -132,9 +136,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
         device=args.device,
         use_mapper=not args.no_mapper,
         latents=Path(args.latents) if args.latents else None,
+        domains=args.domain or (),
+        mix=_parse_mix(args.mix),
+        base=args.base,
     )
     console.print(f"wrote {out}" + (" (latent mapper applied)" if mapped else ""))
     return 0
+
+
+def _parse_mix(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--mix: {text!r} must be comma-separated numbers, one weight per --domain "
+                        "(e.g. 0.5,0.5)") from None
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
@@ -326,8 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", help="render samples of a generator file into a PNG grid", formatter_class=_HelpFormatter
     )
-    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), NVIDIA StyleGAN2-ADA "
-                          ".pkl, or builtin:tiny")
+    generate.add_argument("generator", nargs="?", help="rosinality-format .pt file (ours or anyone's), NVIDIA "
+                          "StyleGAN2-ADA .pkl, or builtin:tiny (or none, with --domain)")
+    generate.add_argument("--domain", action="append", metavar="DOMAIN.PT",
+                          help="render a light trial's domain file on its base generator; repeat with --mix")
+    generate.add_argument("--mix", metavar="W1,W2,...", help="weights of the --domain files: their offsets are "
+                          "summed with these weights (one domain: its offsets scaled, 0 = the base)")
+    generate.add_argument("--base", help="the base generator of the domain files (default: the path they "
+                          "record); refused when its SHA-256 differs from theirs")
     generate.add_argument("--n", type=int, default=16, help="number of images")
     generate.add_argument("--seed", type=int, default=0, help="seed of the latents")
     generate.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none)")
