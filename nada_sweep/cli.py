@@ -236,9 +236,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         sweep_media(args.results_dir, photos=args.photos, videos=args.videos, video_frames=args.video_frames,
                     select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console)
     print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
-    index = build_report(
-        args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console
-    )
+    index = build_report(args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold,
+                         export_full=args.export_full, console=console)
     console.print(f"gallery: {index}")
     return 0
 
@@ -376,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="diversity_ratio below which a trial counts as collapsed (default: the sweep's)",
     )
+    report.add_argument("--export-full", action=argparse.BooleanOptionalAction, default=None,
+                        help="best/<domain>/ of a light-mode winner gets its folded generator.pt (~120 MB at 1024 "
+                        "px) beside its domain.pt (default: the sweep file's export_full, off)")
     add_media_options(report)
     report.set_defaults(handler=cmd_report)
 

@@ -55,15 +55,23 @@ def fake_trial(
     lr: float = 0.002,
     error: str | None = None,
     generator: bool = True,
+    params: str | None = None,
+    trainable: int | None = None,
 ) -> RunFolder:
-    """A run folder written by hand: config.json, status.json, metrics.jsonl and sample PNGs per eval line."""
+    """A run folder written by hand: config.json, status.json, metrics.jsonl and sample PNGs per eval line.
+
+    params: the parametrization, searched (a light one also gets a domain.pt beside its generator.pt).
+    """
     folder = RunFolder(root / "trials" / domain / trial)
     folder.root.mkdir(parents=True, exist_ok=True)
     config = {"generator": "builtin:tiny", "source": "photo", "target": target, "k": k, "lr": lr, "steps": 10,
-              "select_metric": "clip_direction"}
-    labels = {"sweep": root.name, "domain": domain, "trial": trial, "demo": True, "params": {"k": k, "lr": lr}}
-    run_files.write_json(folder.path(run_files.CONFIG),
-                         {"config": config, "labels": labels, "random_weights": True, "label": None})
+              "select_metric": "clip_direction", "params": params or "full"}
+    searched = {"k": k, "lr": lr} | ({"params": params} if params else {})
+    labels = {"sweep": root.name, "domain": domain, "trial": trial, "demo": True, "params": searched}
+    record = {"config": config, "labels": labels, "random_weights": True, "label": None}
+    if trainable is not None:
+        record["trainable"] = trainable
+    run_files.write_json(folder.path(run_files.CONFIG), record)
     if status is not None:
         folder.write_status(status=status, step=history[-1]["step"] if history else 0, error=error)
     history = history or []
@@ -74,6 +82,8 @@ def fake_trial(
         png(folder.samples / run_files.sample_name(entry["step"]))
     if generator and history:
         folder.path(run_files.GENERATOR).write_bytes(b"weights of " + trial.encode())
+        if params not in (None, "full"):
+            folder.path(run_files.DOMAIN).write_bytes(b"offsets of " + trial.encode())
     return folder
 
 

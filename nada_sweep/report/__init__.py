@@ -27,18 +27,21 @@ def build_report(
     *,
     select_metric: str | None = None,
     collapse_threshold: float | None = None,
+    export_full: bool | None = None,
     console: Console | None = None,
 ) -> Path:
     """Write leaderboard.{csv,md,json}, index.html, domains/*.html (+ plots), thumbs/ and best/<domain>/.
 
-    `select_metric` and `collapse_threshold` override sweep.resolved.yaml (default: clip_direction, 0.5).
+    `select_metric`, `collapse_threshold` and `export_full` override sweep.resolved.yaml (default:
+    clip_direction, 0.5, off: best/ holds a light-mode winner's domain.pt, not its folded generator.pt).
     Raises UserError for a folder that is not a sweep's results folder or a bad selection setting.
     """
     # Imported here: the gallery pulls in matplotlib, jinja2 and PIL, which the sweep driver and its workers
     # (they import this package for its metric rules) should not pay for at start-up.
     from nada_sweep.report.gallery import write_pages
 
-    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
+    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold,
+                       export_full=export_full)
     domains = rank_sweep(sweep.trials, sweep.selection)
     document = write_leaderboard(sweep, domains, sweep.root)
     index, warnings = write_pages(sweep, domains, document)

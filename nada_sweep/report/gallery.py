@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,7 +25,8 @@ from PIL import Image as PILImage
 from nada_sweep import run_files
 from nada_sweep.errors import UserError
 from nada_sweep.report import plots
-from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_value
+from nada_sweep.report.best import copy_best
+from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_bytes, format_value
 from nada_sweep.metric_rules import LOWER_IS_BETTER
 from nada_sweep.report.media import PhotoSection, Video, read_photos, read_videos
 from nada_sweep.report.results import Sweep, Trial, dumps, safe_name
@@ -38,8 +38,8 @@ THUMBS = "thumbs"
 DOMAINS = "domains"
 BEST = SweepFolder.BEST
 INDEX = "index.html"
-NUMERIC_COLUMNS = {"rank", "k", "lr", "steps", "steps_done", "best_step", "loss", "clip_quality", "clip_direction",
-                   "diversity", "diversity_ratio", "preservation", "wall_time_s"}
+NUMERIC_COLUMNS = {"rank", "k", "lr", "steps", "trainable", "file_bytes", "steps_done", "best_step", "loss",
+                   "clip_quality", "clip_direction", "diversity", "diversity_ratio", "preservation", "wall_time_s"}
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("nada_sweep.report", "templates"),
@@ -123,8 +123,19 @@ class Pages:
         text = f"k {format_value(trial.setting('k'))} · lr {format_value(trial.setting('lr'))}"
         text += f" · {format_value(trial.setting('steps'))} steps"
         others = [f"{name} {format_value(value)}" for name, value in sorted(trial.params.items())
-                  if name not in ("k", "lr", "steps")]
+                  if name not in ("k", "lr", "steps", "params")]
         return " · ".join([text, *others])
+
+    @staticmethod
+    def params_text(trial: Trial) -> str:
+        """The parametrization, how many numbers it trained and the size of the file the trial keeps."""
+        parts = [trial.mode]
+        if trial.trainable is not None:
+            parts.append(f"{trial.trainable:,} trained numbers")
+        kept = trial.weights_file
+        if kept is not None:
+            parts.append(f"{kept.name} {format_bytes(trial.file_bytes)}")
+        return " · ".join(parts)
 
     def trial_card(self, item: Ranked, depth: int, title: str, link: str | None = None) -> Card:
         trial = item.trial
@@ -133,7 +144,8 @@ class Pages:
         if item.best is not None:
             alt = f"{trial.domain}: trial {trial.trial_id} at step {item.best_step}"
             picture = self.picture(trial, item.best_step, depth, alt)
-        facts = [("trial", trial.trial_id), ("settings", self.settings_text(trial))]
+        facts = [("trial", trial.trial_id), ("params", self.params_text(trial)),
+                 ("settings", self.settings_text(trial))]
         if item.best is not None:
             facts.append(("best step", f"{item.best_step} of {format_value(trial.setting('steps'))}"))
         facts += self.metric_facts(item)
@@ -296,7 +308,8 @@ class Pages:
         figures = [
             {"title": title, "src": _url([slug, name], 0)}
             for made, name, title in (
-                (k_plot, "k_sweep.png", f"k sweep: {metric} at each trial's best step, one line per learning rate"),
+                (k_plot, "k_sweep.png", f"k sweep: {metric} at each trial's best step, one line per "
+                 "parametrization and learning rate"),
                 (qd_plot, "quality_diversity.png", "quality against diversity at each trial's best step"),
             )
             if made
@@ -309,40 +322,6 @@ class Pages:
                     progression=progression, figures=figures, table=self.table(domain.ranked, rows, depth),
                     counts=_status_counts(domain))
         return path
-
-    # ---------------------------------------------------------------- best generators
-    def copy_best(self) -> list[str]:
-        """best/<domain>/generator.pt (the winner's weights) and selected.json; returns warnings."""
-        warnings = []
-        for domain in self.domains:
-            winner = domain.winner
-            if winner is None:
-                continue
-            source = winner.trial.file(run_files.GENERATOR)
-            if source is None:
-                warnings.append(f"{domain.name}: the selected trial {winner.trial.trial_id} has no generator.pt yet")
-                continue
-            target = self.output(BEST, self.slugs[domain.name], run_files.GENERATOR)
-            _copy_if_changed(source, target)
-            saved_step = winner.trial.generator_step
-            if saved_step is not None and saved_step != winner.best_step:
-                warnings.append(
-                    f"{domain.name}: generator.pt of trial {winner.trial.trial_id} holds step {saved_step} (the "
-                    f"trial's own select_metric), not the selected step {winner.best_step}")
-            info = {
-                "domain": domain.name,
-                "trial": winner.trial.trial_id,
-                "trial_folder": "/".join(winner.trial.rel),
-                "select_metric": self.sweep.selection.metric,
-                "best_step": winner.best_step,
-                "generator_step": saved_step,
-                "collapsed": winner.collapsed,
-                "metrics": winner.best,
-                "random_weights": winner.trial.random_weights,
-            }
-            text = dumps(info)
-            atomic_write(target.with_name("selected.json"), lambda tmp: tmp.write_text(text))
-        return warnings
 
 
 def _is_numeric(values: list[Any]) -> bool:
@@ -384,18 +363,11 @@ def _thumbnail(source: Path, dest: Path) -> bool:
     return True
 
 
-def _copy_if_changed(source: Path, target: Path) -> None:
-    if target.exists():
-        a, b = source.stat(), target.stat()
-        if a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns:
-            return
-    atomic_write(target, lambda tmp: shutil.copy2(source, tmp))
-
-
 def write_pages(sweep: Sweep, domains: list[DomainResult], document: dict[str, Any]) -> tuple[Path, list[str]]:
     """Every page, thumbnail, plot and best generator; returns index.html and warnings."""
     pages = Pages(sweep, domains, document)
     for domain in domains:
         pages.domain_page(domain)
     index = pages.index()
-    return index, [*pages.warnings, *pages.copy_best()]
+    best = copy_best(sweep, domains, lambda name: pages.output(BEST, pages.slugs[name]))
+    return index, [*pages.warnings, *best]

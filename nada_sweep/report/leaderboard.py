@@ -22,13 +22,15 @@ from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import atomic_write
 
 METRIC_COLUMNS = ("loss", *METRIC_NAMES)
-SETTING_COLUMNS = ("k", "lr", "steps")
+SETTING_COLUMNS = ("params", "k", "lr", "steps")
+# What a trial trained and keeps: how many numbers, and the size of its domain.pt (light modes) or generator.pt.
+SIZE_COLUMNS = ("trainable", "file_bytes")
 TRIAL_COLUMNS = (
-    "domain", "trial", "rank", "status", "source", "target", *SETTING_COLUMNS, "steps_done", "best_step",
-    *METRIC_COLUMNS, "collapsed", "wall_time_s", "error",
+    "domain", "trial", "rank", "status", "source", "target", *SETTING_COLUMNS, *SIZE_COLUMNS, "steps_done",
+    "best_step", *METRIC_COLUMNS, "collapsed", "wall_time_s", "error",
 )
-BEST_COLUMNS = ("domain", "trial", "source", "target", *SETTING_COLUMNS, "best_step", *METRIC_COLUMNS,
-                "collapsed", "trials", "evaluated")
+BEST_COLUMNS = ("domain", "trial", "source", "target", *SETTING_COLUMNS, *SIZE_COLUMNS, "best_step",
+                *METRIC_COLUMNS, "collapsed", "trials", "evaluated")
 
 
 # The latent-mapper stage's metrics (same fixed latents, through the mapper), when any trial trained one.
@@ -46,6 +48,9 @@ def trial_row(item: Ranked, extra_params: list[str], mapper_columns: bool = Fals
         "source": trial.source,
         "target": trial.target,
         **{name: trial.setting(name) for name in SETTING_COLUMNS},
+        "params": trial.mode,
+        "trainable": trial.trainable,
+        "file_bytes": trial.file_bytes,
         "steps_done": trial.steps_done,
         "best_step": item.best_step,
         **{name: finite(best.get(name)) for name in METRIC_COLUMNS},
@@ -121,6 +126,20 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_bytes(size: int | None) -> str:
+    """A file size for people: 24.1 KB, 118.3 MB."""
+    if size is None:
+        return ""
+    if size < 1000:
+        return f"{size} B"
+    value = size / 1000
+    for unit in ("KB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
 def _md_cell(value: Any) -> str:
     text = format_value(value).replace("\\", "\\\\").replace("|", "\\|")
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -166,11 +185,11 @@ def best_table(best: list[dict[str, Any]], metric: str, title: str) -> Table:
     """The best-per-domain rows as a rich table (user text wrapped in Text, so no markup is interpreted)."""
     table = Table(title=Text(title))
     metrics = [metric, *(m for m in HEADLINE if m != metric)]
-    for name in ("domain", "target", "k", "lr", "steps", "best step", *metrics):
-        table.add_column(name, justify="right" if name not in ("domain", "target") else "left")
+    for name in ("domain", "target", "params", "k", "lr", "steps", "best step", *metrics):
+        table.add_column(name, justify="right" if name not in ("domain", "target", "params") else "left")
     for row in best:
         style = "yellow" if row.get("collapsed") else None
-        cells = [row["domain"], row["target"], row["k"], row["lr"], row["steps"], row["best_step"]]
+        cells = [row["domain"], row["target"], row["params"], row["k"], row["lr"], row["steps"], row["best_step"]]
         cells += [row[m] for m in metrics]
         table.add_row(*(Text(format_value(c) or ("-" if row["trial"] is None else "")) for c in cells), style=style)
     return table

@@ -21,20 +21,32 @@ def _save(figure: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
 
 
-def k_sweep(domain: DomainResult, metric: str, path: Path) -> bool:
-    """Select metric at each trial's best step against k, one line per lr; False when nothing to plot."""
-    by_lr: dict[float, list[tuple[float, float]]] = {}
+def k_sweep_lines(domain: DomainResult, metric: str) -> dict[str, list[tuple[float, float]]]:
+    """The k-sweep plot's lines: label -> (k, best select metric) points, one line per parametrization and lr.
+
+    The label names the parametrization only when the domain's trials used several (its names are our own
+    fixed words, never user text).
+    """
+    lines: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for item in domain.ranked:
         k, lr, score = finite(item.trial.setting("k")), finite(item.trial.setting("lr")), item.score(metric)
         if k is not None and lr is not None and score is not None:
-            by_lr.setdefault(lr, []).append((k, score))
-    if not by_lr:
+            # "$" would start matplotlib's math mode; a hand-edited config.json may hold anything
+            lines.setdefault((item.trial.mode.replace("$", ""), lr), []).append((k, score))
+    several = len({mode for mode, _ in lines}) > 1
+    return {(f"{mode} lr {lr:g}" if several else f"lr {lr:g}"): _best_per_x(lines[mode, lr], metric)
+            for mode, lr in sorted(lines)}
+
+
+def k_sweep(domain: DomainResult, metric: str, path: Path) -> bool:
+    """Select metric at each trial's best step against k (see k_sweep_lines); False when nothing to plot."""
+    lines = k_sweep_lines(domain, metric)
+    if not lines:
         return False
     figure = Figure(figsize=(5.5, 3.6))
     axes = figure.subplots()
-    for lr in sorted(by_lr):
-        points = _best_per_x(by_lr[lr], metric)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"lr {lr:g}")
+    for label, points in lines.items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("k (trained w indices; 0 = default layers)")
     axes.set_ylabel(f"{metric} at best step")

@@ -79,6 +79,7 @@ class Trial:
     status_step: int | None = None  # the step status.json reports (training may be past the last eval)
     problems: list[str] = field(default_factory=list)  # unreadable files, shown next to the trial
     mapper: dict[str, Any] = field(default_factory=dict)  # mapper_metrics.json of the latent-mapper stage
+    trainable: int | None = None  # how many numbers the trial trained (config.json), when recorded
 
     @property
     def source(self) -> str:
@@ -95,6 +96,21 @@ class Trial:
     def setting(self, name: str) -> Any:
         """A training setting as the trial ran it (searched value, else the resolved config's)."""
         return self.params.get(name, self.config.get(name))
+
+    @property
+    def mode(self) -> str:
+        """The parametrization the trial trained (runs from before light modes trained the full generator)."""
+        return str(self.setting("params") or "full")
+
+    @property
+    def weights_file(self) -> Path | None:
+        """What the trial keeps of its result: domain.pt for a light mode, else generator.pt (None: not yet)."""
+        return self.file(run_files.DOMAIN) or self.file(run_files.GENERATOR)
+
+    @property
+    def file_bytes(self) -> int | None:
+        kept = self.weights_file
+        return kept.stat().st_size if kept is not None else None
 
     @property
     def steps_done(self) -> int:
@@ -156,6 +172,7 @@ class Sweep:
     demo: bool
     demo_label: str | None
     warnings: list[str]
+    export_full: bool = False  # best/ gets light-mode winners' folded generator.pt beside their domain.pt
 
 
 def contained(path: Path, root: Path) -> Path | None:
@@ -178,7 +195,11 @@ def safe_name(text: str, taken: set[str]) -> str:
 
 
 def read_sweep(
-    results_dir: Path | str, *, select_metric: str | None = None, collapse_threshold: float | None = None
+    results_dir: Path | str,
+    *,
+    select_metric: str | None = None,
+    collapse_threshold: float | None = None,
+    export_full: bool | None = None,
 ) -> Sweep:
     """Everything the report needs from a results folder. Explicit arguments override sweep.resolved.yaml."""
     given = Path(results_dir)
@@ -204,6 +225,7 @@ def read_sweep(
         demo=demo,
         demo_label=next((t.label for t in trials if t.label), RANDOM_WEIGHT_LABEL) if demo else None,
         warnings=warnings,
+        export_full=bool(resolved.get("export_full")) if export_full is None else export_full,
     )
 
 
@@ -289,6 +311,7 @@ def _read_trial(folder: Path, domain_dir: str, trial_dir: str) -> Trial:
         label=str(record["label"]) if record.get("label") else None,
         problems=problems,
         mapper=_read_dict(folder, run_files.MAPPER_METRICS, problems),
+        trainable=record["trainable"] if isinstance(record.get("trainable"), int) else None,
     )
 
 

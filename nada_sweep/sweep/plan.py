@@ -107,6 +107,7 @@ class ResolvedSweep:
             "select_metric": self.config.select_metric,
             "select_mode": self.select_mode,
             "collapse_threshold": self.config.collapse_threshold,
+            "export_full": self.config.export_full,
             "search": {dim.field: dim.to_yaml() for dim in self.search},
             "num_samples": self.config.num_samples,
             "search_seed": self.config.search_seed,

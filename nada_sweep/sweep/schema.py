@@ -149,6 +149,10 @@ class SweepFile(BaseModel):
         DEFAULT_COLLAPSE_THRESHOLD, ge=0, le=1,
         description="a trial whose diversity_ratio falls below this is flagged as mode-collapsed (0 = no check)",
     )
+    export_full: bool = Field(
+        False, description="best/<domain>/ of a light-mode winner also gets its folded generator.pt (~120 MB at "
+        "1024 px), not only its domain.pt"
+    )
     demo: DemoSettings = Field(default_factory=DemoSettings, description="replacements applied by --demo")
 
     _shorthand = field_validator("clip", mode="before")(_clip_list)
