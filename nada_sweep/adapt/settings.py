@@ -18,6 +18,12 @@ REFERENCE_LR_SCALE = 4 / 5
 
 # The names of nada_sweep.adapt.params.PARAMETRIZATIONS (kept here so that settings import no torch).
 ParamsName = Literal["full", "stylespace", "stylespace_sparse", "domain_mod", "affine"]
+# The learning rate each parametrization trains at unless one is given: NADA's 0.002 for the generator's
+# weights, StyleDomain's 0.05 for StyleSpace offsets (td_nada_ffhq_sdelta), HyperDomainNet's 0.1 for domain
+# modulation (td_single_ffhq); affine trains weights of the generator's own layers like NADA (no published lr).
+LR_BY_PARAMS: dict[str, float] = {
+    "full": 0.002, "stylespace": 0.05, "stylespace_sparse": 0.05, "domain_mod": 0.1, "affine": 0.002,
+}
 
 
 class ClipSpec(BaseModel):

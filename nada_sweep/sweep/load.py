@@ -85,7 +85,8 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
         problems.add(("catalog",), f"file not found: {catalog_file}", config.catalog)
     problems.raise_if_any()
 
-    catalog_doc, domains = _load_catalog(catalog_file, sweep_train, demo_train, dims, doc)
+    lr_given = "lr" in sweep_train or (demo and "lr" in config.demo.train.model_dump(exclude_unset=True))
+    catalog_doc, domains = _load_catalog(catalog_file, sweep_train, demo_train, dims, doc, lr_given)
     generator, loaded = _resolve_generator(config, sweep_file, problems.where((*model_loc, "generator")))
     n_latent = loaded.generator.n_latent
     _check_k(domains, dims, dim_prefix, n_latent, generator, problems, problems_in(catalog_doc))
@@ -158,7 +159,8 @@ def _check_search(raw: dict[str, tuple[tuple[Any, ...], Any]], problems: Problem
 
 
 def _load_catalog(catalog_file: Path, sweep_train: dict[str, Any], demo_train: dict[str, Any],
-                  dims: list[space.SearchDim], sweep_doc: YamlDoc) -> tuple[YamlDoc, list[ResolvedDomain]]:
+                  dims: list[space.SearchDim], sweep_doc: YamlDoc, lr_given: bool
+                  ) -> tuple[YamlDoc, list[ResolvedDomain]]:
     doc = load_yaml(catalog_file, "catalog")
     problems = problems_in(doc)
     if doc.data is None or (isinstance(doc.data, dict) and not doc.data.get("domains")):
@@ -215,7 +217,7 @@ def _load_catalog(catalog_file: Path, sweep_train: dict[str, Any], demo_train: d
                 problems.add(where, label + message, problem.get("input", NO_VALUE))
             continue
         domains.append(ResolvedDomain(entry.name, source, entry.target, images, settings.model_dump(mode="json"),
-                                      index))
+                                      index, lr_given or "lr" in overrides))
     problems.raise_if_any()
     return doc, domains
 

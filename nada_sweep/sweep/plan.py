@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from nada_sweep import metric_rules
-from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
 from nada_sweep.sweep import space
-from nada_sweep.sweep.schema import SweepFile
+from nada_sweep.sweep.schema import DEMO_LR_BY_PARAMS, SweepFile
 
 
 @dataclass
@@ -26,6 +26,7 @@ class ResolvedDomain:
     target_images: str | None  # absolute
     settings: dict[str, Any]  # every TrainSettings field: defaults < sweep train < domain < demo train
     index: int  # position in the catalog's domain list
+    lr_given: bool = False  # lr set by the sweep's train:, the domain or demo.train: no per-parametrization lr
 
 
 @dataclass
@@ -69,6 +70,13 @@ class ResolvedSweep:
         """Every CLIP model the trials load: the guidance ensemble and the evaluation model."""
         return list(dict.fromkeys([spec.name for spec in self.clip] + [self.eval_clip or self.clip[0].name]))
 
+    @property
+    def lr_table(self) -> dict[str, float]:
+        """The lr of each parametrization, for trials whose lr is not given."""
+        if self.demo:
+            return {**DEMO_LR_BY_PARAMS, **self.config.demo.lr_by_params}
+        return {**LR_BY_PARAMS, **self.config.lr_by_params}
+
     def domain(self, name: str) -> ResolvedDomain:
         return next(domain for domain in self.domains if domain.name == name)
 
@@ -80,6 +88,8 @@ class ResolvedSweep:
         domain = self.domain(trial.domain)
         settings = {**domain.settings, **trial.params}
         settings["seed"] = settings["seed"] + trial.repeat
+        if "lr" not in trial.params and not domain.lr_given:
+            settings["lr"] = self.lr_table[settings["params"]]
         return AdaptConfig(
             **settings,
             generator=self.generator,
@@ -109,6 +119,7 @@ class ResolvedSweep:
             "collapse_threshold": self.config.collapse_threshold,
             "export_full": self.config.export_full,
             "search": {dim.field: dim.to_yaml() for dim in self.search},
+            "lr_by_params": self.lr_table,
             "num_samples": self.config.num_samples,
             "search_seed": self.config.search_seed,
             "early_stopping": self.config.early_stopping.model_dump() if self.config.early_stopping else None,
@@ -133,6 +144,7 @@ class ResolvedSweep:
                     "trial": t.name,
                     "dir": str(self.trial_dir(t).relative_to(self.results_root)),
                     "params": t.params,
+                    "lr": self.adapt_config(t).lr,
                 }
                 for t in self.trials
             ],

@@ -199,7 +199,8 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
         table.add_column("done", justify="right")
     by_domain: dict[str, list[str]] = {}
     for trial in sweep.trials:
-        by_domain.setdefault(trial.domain, []).append(trial.name)
+        # each trial's lr: searched, given, or its parametrization's (lr_by_params)
+        by_domain.setdefault(trial.domain, []).append(f"{trial.name} (lr {sweep.adapt_config(trial).lr:g})")
     for domain in sweep.domains:
         target = domain.target if domain.target is not None else f"images in {domain.target_images}"
         steps = sorted({sweep.adapt_config(t).steps for t in sweep.trials if t.domain == domain.name})

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from nada_sweep.adapt.settings import ClipSpec, TrainSettings
+from nada_sweep.adapt.settings import LR_BY_PARAMS, ClipSpec, ParamsName, TrainSettings
 from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
 from nada_sweep.models.presets import GENERATOR_PRESETS
 
@@ -27,6 +27,12 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 20, "eval_every": 10, "lr": 0.02, "n_eval": 4, "n_samples": 4, "auto_layer_batch": 2,
 }
+# --demo's per-parametrization learning rates: full (and affine, which trains weights like it) at the demo lr
+# above, offsets at their published rates.
+DEMO_LR_BY_PARAMS = LR_BY_PARAMS | {"full": DEMO_TRAIN_DEFAULTS["lr"], "affine": DEMO_TRAIN_DEFAULTS["lr"]}
+LrTable = dict[ParamsName, Annotated[float, Field(gt=0)]]
+LR_TABLE_HELP = ("learning rate per parametrization, for every trial whose lr is not given (by train:, a domain or "
+                 "the search); modes left out keep their default")
 
 
 def _safe_name(value: str) -> str:
@@ -108,6 +114,7 @@ class DemoSettings(BaseModel):
         None, description="search entries that replace the sweep's entries of the same setting in --demo"
     )
     resources: Resources = Field(default_factory=Resources, description="resources per trial in --demo")
+    lr_by_params: LrTable = Field(default_factory=dict, description=f"{LR_TABLE_HELP} in --demo: {DEMO_LR_BY_PARAMS}")
 
     _shorthand = field_validator("clip", mode="before")(_clip_list)
 
@@ -130,6 +137,7 @@ class SweepFile(BaseModel):
         default_factory=TrainOverrides, description="training settings of every trial (see TrainSettings)"
     )
     search: dict[str, Any] = Field(default_factory=dict, description="searched settings: list | choice | ranges")
+    lr_by_params: LrTable = Field(default_factory=dict, description=f"{LR_TABLE_HELP}: {LR_BY_PARAMS}")
     num_samples: int = Field(1, ge=1, description="repeats of the search space (random values drawn anew each time)")
     search_seed: int = Field(0, description="seed of the random search values")
     early_stopping: EarlyStopping | None = Field(None, description="per-domain ASHA early stopping (off when absent)")
