@@ -21,6 +21,7 @@ STATUS = "status.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
 GENERATOR = "generator.pt"
+DOMAIN = "domain.pt"  # light parametrizations: the offsets alone, beside the folded generator.pt
 MAPPER = "mapper.pt"  # beside the generator it was trained on
 SAMPLES = "samples"
 SOURCE_SAMPLES = "source.png"

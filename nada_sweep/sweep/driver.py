@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from nada_sweep import metric_rules, run_files
+from nada_sweep.adapt.settings import changed_settings
 from nada_sweep.errors import UserError
 from nada_sweep.run_files import RunFolder, Status, SweepFolder
 from nada_sweep.sweep.load import load_sweep
@@ -347,7 +348,7 @@ def _check_existing_trials(sweep: ResolvedSweep, specs: list[TrialSpec]) -> None
             existing = run_files.read_json(path).get("config") or {}
         except (OSError, ValueError):
             continue
-        keys = sorted(k for k in set(existing) | set(spec.config) if existing.get(k) != spec.config.get(k))
+        keys = changed_settings(existing, spec.config)
         if keys:
             changed.append(f"  {spec.domain}/{spec.name}: {', '.join(keys)} changed")
     if changed:
