@@ -277,7 +277,9 @@ def log_leaderboard(sweep: ResolvedSweep, leaderboard: dict[str, Any], markdown:
         from tensorboardX import SummaryWriter
 
         with SummaryWriter(str(sweep.results_root / TENSORBOARD / LEADERBOARD)) as writer:
-            writer.add_text(LEADERBOARD, markdown, global_step=0)  # TensorBoard renders the markdown table
+            # TensorBoard renders the markdown table; its step is the number of trials it ranks, so the
+            # leaderboards of successive runs (a resumed sweep) stand apart.
+            writer.add_text(LEADERBOARD, markdown, global_step=len(rows))
     if sweep.mlflow_uri:
         _mlflow_leaderboard(sweep, rows)
     if sweep.config.trackers.wandb is not None:
