@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,8 +70,10 @@ def token_cluster(tmp_path):
     token = (home / ".ray" / "auth_token").read_text().strip()
     port = free_port()
     sessions: list[int] = []
+    # Ray's sockets live in its temp folder, and a socket path may not exceed 107 bytes: pytest's is too deep.
+    ray_temp = tempfile.TemporaryDirectory(prefix="nada-ray-", dir="/tmp")
     try:
-        ray_start(["--head", f"--port={port}", f"--temp-dir={tmp_path / 'ray'}", "--num-cpus=1",
+        ray_start(["--head", f"--port={port}", f"--temp-dir={ray_temp.name}", "--num-cpus=1",
                    "--include-dashboard=false", f"--dashboard-port={free_port()}",
                    f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                    f"--metrics-export-port={free_port()}"], env, sessions)
@@ -83,6 +86,7 @@ def token_cluster(tmp_path):
         yield SimpleNamespace(address=f"127.0.0.1:{port}", env=env, tmp=tmp_path)
     finally:
         survivors = [pid for session in sessions for pid in stop_session(session)]
+        ray_temp.cleanup()
         assert survivors == [], f"processes of the test's Ray cluster still alive: {survivors}"
 
 

@@ -124,6 +124,7 @@ def test_the_gallery_says_when_it_was_updated_and_reloads_while_the_sweep_runs(t
 
 def test_run_rebuilds_the_gallery_every_n_finished_trials_in_the_background(tmp_path, monkeypatch):
     from nada_sweep import report
+    from nada_sweep.sweep import live_report
 
     root = tmp_path / "tiny"
     a_sweep_in_progress(root)
@@ -138,19 +139,31 @@ def test_run_rebuilds_the_gallery_every_n_finished_trials_in_the_background(tmp_
         return real(results_dir, **kwargs)
 
     monkeypatch.setattr(report, "build_report", slow_build)
+    monkeypatch.setattr(live_report, "QUIET_FACTOR", 0.0)
     live = LiveReport(root, every=2)
     live.on_trial_complete(0, [], None)
     assert not calls  # 1 finished: not yet
     live.on_trial_error(0, [], None)  # 2 finished (a failure counts): rebuild, in the background
     assert started.wait(30)
-    for _ in range(4):  # two more rebuilds fall due while the first runs: they make one more, after it
-        live.on_trial_complete(0, [], None)
+    live.on_trial_complete(0, [], None)
+    live.on_trial_complete(0, [], None)  # 4: due, but one is running: it waits for the next finished trial
     release.set()
-    wait_for(lambda: live.builds == 2, 60, "the second rebuild")
+    wait_for(lambda: live.builds == 1 and not live._thread.is_alive(), 60, "the first rebuild")
+    assert len(calls) == 1
+    live.on_trial_complete(0, [], None)  # 5: the owed rebuild
     live.close()
-    assert calls == [{"running": True}, {"running": True}]
+    assert calls == [{"running": True}, {"running": True}] and live.builds == 2
     assert "still running" in (root / "index.html").read_text()
     assert not [p for p in root.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]  # all whole
+
+    # Rebuilds are spaced by QUIET_FACTOR times the last one's duration, however often they fall due.
+    monkeypatch.setattr(live_report, "QUIET_FACTOR", 1e6)
+    live.on_trial_complete(0, [], None)  # 6: due, built (the last rebuild was spaced with factor 0)
+    live.close()
+    for _ in range(6):  # 8, 10, 12 fall due: too soon after the last
+        live.on_trial_complete(0, [], None)
+    live.close()
+    assert live.builds == 3
 
 
 def test_report_every_zero_never_rebuilds(tmp_path, monkeypatch):
