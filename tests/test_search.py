@@ -87,7 +87,7 @@ def test_each_domain_searcher_moves_to_its_own_peak_and_learns_only_from_its_own
         history = searcher.history(domain)
         assert [trial.params["lr"] for trial in history] == lrs
         assert all(trial.told for trial in history)
-        seen = _told_values(searcher.searcher(domain), alg)
+        seen = _told_values(searcher.domain_searcher(domain), alg)
         assert sorted(seen) == sorted(round(objective(domain, lr), 6) for lr in lrs)
     assert {spec["out_dir"] for spec in specs} == {
         str(tmp_path / "results/tiny/trials" / spec["domain"] / spec["name"]) for spec in specs}
@@ -118,7 +118,7 @@ def test_a_saved_search_continues_where_it_stopped(tmp_path):
     resumed = again.suggest("new-tune-id")["trial"]
     assert (resumed["name"], resumed["config"]["lr"]) == (unfinished["name"], unfinished["config"]["lr"])
     domain = unfinished["domain"]
-    study = again.searcher(domain)._ot_study
+    study = again.domain_searcher(domain)._ot_study
     finished_here = [s["config"]["lr"] for s in done if s["domain"] == domain]
     assert sorted(t.params["lr"] for t in study.trials if t.value is not None) == sorted(finished_here)
     score = objective(domain, resumed["config"]["lr"])
@@ -155,7 +155,7 @@ def test_early_stopping_per_domain_works_on_the_searchers_trials(tmp_path):
     assert decisions == {"tune-0": "CONTINUE", "tune-1": "CONTINUE", "tune-2": "STOP", "tune-3": "STOP"}
     for trial, value in zip(trials[2:], (0.1, 0.05)):
         domain = trial.config["trial"]["domain"]
-        (told,) = [t for t in searcher.searcher(domain)._ot_study.trials if t.value is not None]
+        (told,) = [t for t in searcher.domain_searcher(domain)._ot_study.trials if t.value is not None]
         assert told.value == value
 
 
@@ -236,7 +236,7 @@ def test_an_interrupted_optuna_sweep_resumes_with_its_searchers_history(tmp_path
     history = after.history("sketch")
     assert len(history) == 3 and all(trial.told for trial in history)
     assert [trial.params for trial in history[:2]] == [trial.params for trial in before[:2]]  # continued, not redrawn
-    study = after.searcher("sketch")._ot_study
+    study = after.domain_searcher("sketch")._ot_study
     assert [round(t.params["lr"], 9) for t in study.trials] == [round(t.params["lr"], 9) for t in history]
     assert all(t.value is not None for t in study.trials)
     found = statuses(root)

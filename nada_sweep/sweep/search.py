@@ -157,7 +157,8 @@ class PerDomainSearch(Searcher):
     def history(self, domain: str) -> list[Suggested]:
         return list(self._trials[domain])
 
-    def searcher(self, domain: str) -> Searcher:
+    def domain_searcher(self, domain: str) -> Searcher:
+        # Not named `searcher`: Tune takes anything with a `searcher` attribute for a wrapper around one.
         return self._searchers[domain]
 
     # -- Tune's Searcher interface -------------------------------------------------------------------------
