@@ -36,6 +36,12 @@ def make_clip_files(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work: CUDA calls return before the GPU is done, so a timer must wait for it first."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def interleaved(variants: dict[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each variant, the variants taking turns so that drifting machine load hits all alike."""
     for _ in range(warmup):
@@ -44,8 +50,10 @@ def interleaved(variants: dict[str, Callable[[], None]], reps: int, warmup: int 
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, run in variants.items():
+            synchronize()
             start = time.perf_counter()
             run()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -1,4 +1,5 @@
-"""The `nada-sweep` command line: run | validate | status | adapt | report | generate | models.
+"""The `nada-sweep` command line: run | validate | status | adapt | report | generate | invert | video |
+convert | models.
 
 Every bad input ends as one message naming the file/field/value and exit code 2, never a traceback.
 """
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
 from nada_sweep.errors import UserError, describe_validation_error
+from nada_sweep.media.arguments import INVERT_OPTIONS, add_invert_parser, add_media_options, add_video_parser
 
 console = Console()
 if not console.is_terminal:
@@ -27,6 +29,7 @@ if not console.is_terminal:
     console = Console(width=200)
 
 EXIT_USAGE = 2
+OFFLINE_HELP = "never download CLIP weights (as when NADA_SWEEP_OFFLINE=1 is set); a missing one is an error"
 EXIT_INTERRUPTED = 130
 
 
@@ -74,6 +77,7 @@ def _slug(text: str) -> str:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from nada_sweep.adapt.run import run_adaptation
+    from nada_sweep.models.clip_models import ensure_downloaded
     from nada_sweep.run_files import CONFIG, RunFolder, read_json
 
     fields = {name: getattr(args, name) for name in AdaptConfig.model_fields if getattr(args, name, None) is not None}
@@ -95,6 +99,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             shutil.rmtree(out)
         elif folder.is_finished():
             raise UserError(f"--out: {out} already holds a finished run; pass --overwrite to replace it")
+    ensure_downloaded([spec.name for spec in config.clip] + [config.eval_clip_name], offline=args.offline)
     summary = run_adaptation(config, out, on_eval=_print_eval)
     best = summary.best_metrics
     console.print(
@@ -127,23 +132,77 @@ def cmd_generate(args: argparse.Namespace) -> int:
         truncation=args.truncation,
         device=args.device,
         use_mapper=not args.no_mapper,
+        latents=Path(args.latents) if args.latents else None,
     )
     console.print(f"wrote {out}" + (" (latent mapper applied)" if mapped else ""))
     return 0
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    from nada_sweep.media.commands import invert_command
+    from nada_sweep.media.settings import InvertSettings
+
+    settings = InvertSettings(**{name: getattr(args, name) for name in INVERT_OPTIONS})
+    invert_command(Path(args.photos), args.generator, Path(args.out), settings, perceptual=args.perceptual,
+                   clip=args.clip, device=args.device, overwrite=args.overwrite, console=console)
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from nada_sweep.media.commands import morph_command, walk_command
+    from nada_sweep.media.settings import VideoSettings
+
+    settings = VideoSettings(frames=args.frames, fps=args.fps, seed=args.seed, truncation=args.truncation,
+                             keyframes=args.keyframes, samples=args.samples)
+    common = {"device": args.device, "overwrite": args.overwrite, "console": console}
+    if args.kind == "walk":
+        walk_command(args.generators, args.results, args.out, settings, **common)
+    else:
+        morph_command(args.source, args.target, args.out, settings, **common)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from nada_sweep.media.settings import VideoSettings
     from nada_sweep.sweep.driver import run_command
 
-    return run_command(
+    media = bool(args.photos or args.videos) and not args.dry_run
+    if media:
+        VideoSettings(frames=args.video_frames).check("--video-frames")
+        results = _check_run_media(args)
+    code = run_command(
         args.sweep,
         demo=args.demo,
         dry_run=args.dry_run,
         fresh=args.fresh,
         address=args.address,
         verbose=args.verbose,
+        offline=args.offline,
         console=console,
     )
+    if media and code != EXIT_INTERRUPTED:
+        from nada_sweep.media.commands import sweep_media
+        from nada_sweep.report import build_report
+
+        sweep_media(results, photos=args.photos, videos=args.videos, video_frames=args.video_frames, console=console)
+        console.print(f"gallery: {build_report(results, console=console)}")
+    return code
+
+
+def _check_run_media(args: argparse.Namespace) -> Path:
+    """The results folder of the sweep; a latents file its generator cannot render is refused before the run."""
+    from nada_sweep.sweep.load import load_sweep
+
+    sweep = load_sweep(args.sweep, demo=args.demo)
+    if args.photos:
+        from nada_sweep.media.latents import describe, load_latents
+
+        latents = load_latents(args.photos)
+        if (latents.generator["size"], latents.generator["n_latent"]) != (sweep.generator_size, sweep.n_latent):
+            raise UserError(f"--photos: {args.photos} was made for a generator with {describe(latents.generator)}; "
+                            f"the sweep's generator {sweep.generator} has size {sweep.generator_size}, n_latent "
+                            f"{sweep.n_latent}: invert the photos with that generator")
+    return sweep.results_root
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -155,6 +214,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nada_sweep.report import build_report, print_best_table
 
+    if args.photos or args.videos:
+        from nada_sweep.media.commands import sweep_media
+
+        sweep_media(args.results_dir, photos=args.photos, videos=args.videos, video_frames=args.video_frames,
+                    select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console)
     print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
     index = build_report(
         args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console
@@ -171,11 +235,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_command(args.results_dir, watch=args.watch, interval=args.interval, console=console)
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    import clip
+def cmd_convert(args: argparse.Namespace) -> int:
+    from nada_sweep.models.checkpoints import convert_generator
 
-    print("CLIP models:", ", ".join([*clip.available_models(), "builtin:tiny"]))
-    print("Generators: any rosinality-format .pt file, or builtin:tiny (random weights, for demos and tests)")
+    spec, has_avg = convert_generator(args.source, args.out, overwrite=args.overwrite)
+    console.print(f"wrote {args.out}: {spec.size} px, style_dim {spec.style_dim}, {spec.n_mlp} mapping layers"
+                  + (", latent_avg (the truncation centre)" if has_avg else ", no latent_avg in the source"))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nada_sweep.models.clip_models import BUILTIN_TINY, CLIP_URLS, OFFLINE_ENV, clip_cache_path, is_offline
+    from nada_sweep.models.presets import PRESETS
+
+    clips = Table(title="CLIP models", title_justify="left")
+    for column in ("name", "weights", "file"):
+        clips.add_column(column)
+    for name in CLIP_URLS:
+        path = clip_cache_path(name)
+        clips.add_row(name, "cached" if path.is_file() else "not downloaded", str(path))
+    clips.add_row(BUILTIN_TINY, "built in", "random weights, for tests and demos")
+    console.print(clips)
+    state = "off" if is_offline() else "on: `run` and `adapt` fetch missing ones before training"
+    console.print(f"CLIP downloads {state} ({OFFLINE_ENV}=1 or --offline turns them off)", soft_wrap=True)
+
+    presets = Table(title="Generator presets (a file in the sweep's weights_dir)", title_justify="left")
+    for column in ("preset", "file", "model", "where to get it"):
+        presets.add_column(column)
+    for name, preset in PRESETS.items():
+        presets.add_row(name, preset.file, preset.what, preset.source)
+    console.print(presets)
+    console.print("Any generator file works too: a rosinality-format .pt, or an NVIDIA StyleGAN2-ADA .pkl (read "
+                  "without running its code; `nada-sweep convert` turns it into a .pt); builtin:tiny has random "
+                  "weights", soft_wrap=True)
     return 0
 
 
@@ -201,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster: 'auto' (the one this machine belongs to), "
                      "host:port (the head's address) or ray://host:port (Ray Client); default: a local Ray")
     run.add_argument("--verbose", action="store_true", help="show Ray's own output")
+    run.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
+    add_media_options(run)
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser(
@@ -246,19 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(adapt, AdaptConfig, skip={"clip", "mapper"})
     adapt.add_argument("--out", help="run folder (default: results/adapt/<target>)")
     adapt.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    adapt.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     adapt.set_defaults(handler=cmd_adapt)
 
     generate = commands.add_parser(
         "generate", help="render samples of a generator file into a PNG grid", formatter_class=_HelpFormatter
     )
-    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), or builtin:tiny")
+    generate.add_argument("generator", help="rosinality-format .pt file (ours or anyone's), NVIDIA StyleGAN2-ADA "
+                          ".pkl, or builtin:tiny")
     generate.add_argument("--n", type=int, default=16, help="number of images")
     generate.add_argument("--seed", type=int, default=0, help="seed of the latents")
     generate.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none)")
     generate.add_argument("--out", default="grid.png", help="PNG file to write")
     generate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     generate.add_argument("--no-mapper", action="store_true", help="ignore a mapper.pt saved beside the generator")
+    generate.add_argument("--latents", help="render the photo codes of this file (from `nada-sweep invert`) "
+                          "instead of seeded samples (--n, --seed, --truncation then do not apply)")
     generate.set_defaults(handler=cmd_generate)
+
+    add_invert_parser(commands, _HelpFormatter, cmd_invert)
+    add_video_parser(commands, _HelpFormatter, cmd_video)
 
     report = commands.add_parser(
         "report",
@@ -272,9 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="diversity_ratio below which a trial counts as collapsed (default: the sweep's)",
     )
+    add_media_options(report)
     report.set_defaults(handler=cmd_report)
 
-    models = commands.add_parser("models", help="list the CLIP model names and generator presets")
+    convert = commands.add_parser(
+        "convert",
+        help="write an NVIDIA StyleGAN2-ADA .pkl generator as a rosinality-format .pt file",
+        formatter_class=_HelpFormatter,
+        description="Read G_ema of a StyleGAN2-ADA network pickle (without running any code from it) and save it "
+        "as {'g_ema': state_dict, 'latent_avg': w_avg} in rosinality/stylegan2-pytorch's layout, which "
+        "StyleGAN-NADA and other StyleGAN2 tools load. A .pt source is re-saved the same way.",
+    )
+    convert.add_argument("source", help="the generator to convert: a .pkl (or .pt) file")
+    convert.add_argument("out", help="the .pt file to write")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    convert.set_defaults(handler=cmd_convert)
+
+    models = commands.add_parser("models", help="list the CLIP models (downloaded or not) and generator presets")
     models.set_defaults(handler=cmd_models)
     return parser
 

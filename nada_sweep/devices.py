@@ -1,10 +1,18 @@
-"""Which torch device a command or a trial runs on."""
+"""Which torch device a command or a trial runs on, and how a trial holds and gives back its share of a GPU."""
 
 from __future__ import annotations
+
+import gc
+import os
 
 import torch
 
 from nada_sweep.errors import UserError
+from nada_sweep.metric_rules import GPU_PEAK_MEM
+
+
+class CudaUnavailable(RuntimeError):
+    """A trial that Ray gave GPUs finds no CUDA device that torch can use."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -15,3 +23,70 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device: {name!r} asked for, but this machine has no usable CUDA GPU (use cpu or auto)")
     return device
+
+
+def cuda_report() -> str:
+    """What torch says about CUDA here: its version, the CUDA it was built for, the devices it sees."""
+    built = torch.version.cuda or "none (a CPU-only build)"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (f"torch {torch.__version__} built for CUDA {built}; torch.cuda.is_available() = "
+            f"{torch.cuda.is_available()}, torch.cuda.device_count() = {torch.cuda.device_count()}, "
+            f"CUDA_VISIBLE_DEVICES = {'unset' if visible is None else repr(visible)}")
+
+
+def require_cuda(gpus: float) -> torch.device:
+    """The CUDA device of a trial that Ray gave `gpus` GPUs; CudaUnavailable when torch cannot use one.
+
+    Without this, device `auto` would quietly pick the CPU (a driver too old for torch's CUDA build, a wrong
+    CUDA_VISIBLE_DEVICES) and the trial would hold its GPU share while training at CPU speed.
+    """
+    if not torch.cuda.is_available():
+        raise CudaUnavailable(
+            f"this trial was given {gpus:g} GPU by Ray, but torch cannot use CUDA ({cuda_report()}); it would "
+            "train on the CPU while holding the GPU. Install a torch build that this machine's NVIDIA driver "
+            "supports, check CUDA_VISIBLE_DEVICES, or set resources.gpus: 0 to train on CPUs")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def use_expandable_segments() -> None:
+    """Ask torch's CUDA allocator for growable segments (less fragmentation when trials share a GPU).
+
+    Read once, when the process first touches CUDA: set before that, and never over the user's own setting.
+    """
+    if not torch.cuda.is_initialized() and not any(
+            name in os.environ for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")):
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+
+
+def claim_gpu_share(gpus: float) -> torch.device:
+    """A GPU trial's device, its allocator capped at the trial's share (`gpus` <= 1) of the GPU's memory.
+
+    With `gpus: 0.5` two trials share one GPU; the cap makes the one that outgrows its half fail with an
+    out-of-memory error instead of starving the other.
+    """
+    device = require_cuda(gpus)
+    torch.cuda.set_per_process_memory_fraction(float(min(gpus, 1.0)), device)
+    return device
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_metrics(device: torch.device) -> dict[str, float]:
+    """{GPU_PEAK_MEM: GiB} on CUDA (the most the allocator held for tensors since reset_peak_memory), else {}."""
+    if device.type != "cuda":
+        return {}
+    return {GPU_PEAK_MEM: round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+
+
+def release_gpu_memory() -> None:
+    """Give the allocator's cached blocks back once a trial's tensors are gone.
+
+    A reused worker otherwise keeps the previous trial's peak reserved, memory the trial sharing its GPU
+    cannot have. gc first: cycles (a compiled module, an exception's frames) may still hold tensors.
+    """
+    if torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 from torchvision.utils import make_grid
@@ -20,15 +21,21 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def save_grid(images: torch.Tensor, path: Path, label: str | None = None, nrow: int | None = None) -> None:
-    """Write images in [-1, 1] as one PNG grid (one row by default); `label` goes into a PNG text chunk."""
+def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Images in [-1, 1] as one HxWx3 uint8 grid (one row by default): what PNGs and video frames hold."""
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1),
         nrow=nrow or len(images),
+        padding=padding,
         normalize=True,
         value_range=(-1, 1),
     )
-    array = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
+    return grid.mul(255).round().byte().permute(1, 2, 0).numpy()
+
+
+def save_grid(images: torch.Tensor, path: Path, label: str | None = None, nrow: int | None = None) -> None:
+    """Write images in [-1, 1] as one PNG grid (one row by default); `label` goes into a PNG text chunk."""
+    array = grid_array(images, nrow)
     info = PngImagePlugin.PngInfo()
     if label:
         info.add_text(PNG_LABEL_KEY, label)

@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 METRIC_NAMES = ("clip_quality", "clip_direction", "diversity", "diversity_ratio", "preservation")
 
+# In each eval line of a run on CUDA: the most GiB the allocator held for tensors since the run (or its
+# resumption) started. A resource reading, not a quality metric: nothing is selected by it.
+GPU_PEAK_MEM = "gpu_peak_mem_gb"
+
 # Higher is better for every metric we select by except the loss.
 LOWER_IS_BETTER = frozenset({"loss"})
 

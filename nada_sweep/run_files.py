@@ -197,6 +197,11 @@ class SweepFolder:
     BANK = "bank"  # the shared frozen bank (nada_sweep.adapt.bank)
     LOCK = ".lock"  # held by the one `run` using the folder
     BEST = "best"  # each domain's best weights, copied by the report
+    # Written by `report --photos` / `--videos` (nada_sweep.media) and shown by the gallery; each folder's
+    # MANIFEST lists its files and the trial that rendered each.
+    PHOTOS = "photos"  # the photo row, its reconstruction, each domain's rendering of the same codes
+    VIDEOS = "videos"  # each domain's morph video
+    MANIFEST = "manifest.json"
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -224,6 +229,14 @@ class SweepFolder:
     @property
     def best(self) -> Path:
         return self.root / self.BEST
+
+    @property
+    def photos(self) -> Path:
+        return self.root / self.PHOTOS
+
+    @property
+    def videos(self) -> Path:
+        return self.root / self.VIDEOS
 
     def trial(self, domain: str, trial: str) -> RunFolder:
         return RunFolder(self.trials / domain / trial)

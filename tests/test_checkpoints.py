@@ -160,7 +160,7 @@ def test_each_load_returns_a_fresh_generator(small_file):
 
 
 def test_file_is_read_once_per_version(small_file, monkeypatch):
-    checkpoints._cache.clear()
+    checkpoints._checkpoints.clear()
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or real_load(*a, **k))

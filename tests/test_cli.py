@@ -49,7 +49,7 @@ def test_finished_run_needs_overwrite(tmp_path, capsys):
         (["--lr", "-1"], "lr"),
         (["--target", ""], "target"),
         (["--target", "very " * 80], "target"),
-        (["--k", "99"], "k: 99"),
+        (["--k", "99"], "k: larger than the generator's n_latent"),
         (["--clip", "ViT-Nope/1"], "ViT-Nope/1"),
         (["--generator", "missing.pt"], "missing.pt"),
         (["--clip", "builtin:tiny=abc"], "abc"),

@@ -14,11 +14,13 @@ import torch
 import yaml
 from PIL import Image
 
+from nada_sweep.adapt.layers import LAYER_MAPS
+from nada_sweep.adapt.settings import LayerMap
 from nada_sweep.cli import main
-from nada_sweep.models.checkpoints import GENERATOR_PRESETS
-from nada_sweep.sweep.load import load_sweep
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator, save_generator
+from nada_sweep.models.presets import GENERATOR_PRESETS
+from nada_sweep.sweep.load import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,6 +160,10 @@ BAD_INPUTS = [
     ("unknown clip", SWEEP.replace("[builtin:tiny]", "[ViT-B/33]"), CATALOG, ["sweep.yaml:3", "clip[0]", "ViT-B/33"]),
     ("missing generator", SWEEP.replace("builtin:tiny\nclip", "gen.pt\nclip"), CATALOG, ["gen.pt", "not found"]),
     ("fractional gpus above one", SWEEP + "resources: {gpus: 1.5}\n", CATALOG, ["resources.gpus", "1.5"]),
+    ("gpus above one", SWEEP + "resources: {gpus: 2}\n", CATALOG, ["resources.gpus", "at most 1", "sit idle"]),
+    ("compile with layer selection", SWEEP.replace("  steps: 6", "  steps: 6\n  compile: true"), CATALOG,
+     ["search.k", "trial sketch/k=4", "compile: true cannot be combined with adaptive layer selection",
+      "recompile limit"]),
     ("missing target", SWEEP, CATALOG + "  - {name: x}\n", ["catalog.yaml:5", "target"]),
     ("missing target images", SWEEP, CATALOG + "  - {name: x, target_images: nowhere}\n", ["nowhere", "not found"]),
     ("duplicate key", SWEEP + "name: again\n", CATALOG, ["sweep.yaml:10", "duplicate key", "line 1"]),
@@ -248,3 +254,23 @@ def test_bad_generator_file_is_refused_before_anything_runs(tmp_path, capsys, ma
     assert message in err and "Traceback" not in err
     assert not grid.exists()
     assert not (tmp_path / "pwned").exists()  # the pickle's code never ran
+
+
+@pytest.mark.parametrize("given", ["driven", "true", "'true'", "reference"])
+def test_layer_map_is_named_driven_and_true_stays_an_alias(tmp_path, given):
+    sweep = SWEEP.replace("train:\n", f"train:\n  layer_map: {given}\n")
+    resolved = load_sweep(write(tmp_path, sweep))
+    expected = "reference" if given == "reference" else "driven"
+    assert {resolved.adapt_config(t).layer_map for t in resolved.trials} == {expected}
+
+
+def test_layer_map_searched_with_the_yaml_boolean_alias(tmp_path):
+    sweep = SWEEP.replace("search:\n", "search:\n  layer_map: [true, reference]\n")
+    resolved = load_sweep(write(tmp_path, sweep))
+    assert {resolved.adapt_config(t).layer_map for t in resolved.trials} == {"driven", "reference"}
+
+
+def test_every_layer_map_name_has_a_map():
+    from typing import get_args
+
+    assert set(LAYER_MAPS) == set(get_args(get_args(LayerMap)[0]))

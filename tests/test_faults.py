@@ -297,7 +297,7 @@ def test_nan_loss_stops_the_run_before_anything_of_it_is_written(tiny_config, tm
 
 @pytest.mark.slow
 def test_gpus_the_cluster_lacks_are_refused_at_once_and_nothing_is_touched(tmp_path, capsys, local_ray):
-    path = make_sweep(tmp_path, ONE_DOMAIN, extra="resources: {cpus: 1, gpus: 64}\n")
+    path = make_sweep(tmp_path, ONE_DOMAIN, extra="resources: {cpus: 1, gpus: 1}\n")
     root = tmp_path / "results" / "tiny"
     (root / "trials/sketch/k=0").mkdir(parents=True)  # an earlier run's results
     (root / "trials/sketch/k=0/notes.txt").write_text("kept")
@@ -309,7 +309,7 @@ def test_gpus_the_cluster_lacks_are_refused_at_once_and_nothing_is_touched(tmp_p
     assert code is not None, "the run waits for GPUs instead of refusing"
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "sweep.yaml: resources.gpus: each trial asks for 64 GPU but the Ray cluster has" in err
+    assert "sweep.yaml: resources.gpus: each trial asks for 1 GPU but the Ray cluster has" in err
     assert "set gpus: 0" in err and "Traceback" not in err
     assert snapshot(root, skip=(SweepFolder.LOCK,)) == before
 

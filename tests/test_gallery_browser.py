@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from media_helpers import sweep_with_photos
 from report_helpers import HOSTILE_PROMPT, fake_trial, real_trial
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -56,15 +57,29 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-@pytest.fixture
-def server(gallery):
-    handler = functools.partial(_QuietHandler, directory=str(gallery))
+@pytest.fixture(scope="module")
+def photo_gallery(tmp_path_factory) -> Path:
+    return sweep_with_photos(tmp_path_factory.mktemp("photo-gallery"))[0]
+
+
+def serve(folder: Path):
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def server(gallery):
+    yield from serve(gallery)
+
+
+@pytest.fixture
+def photo_server(photo_gallery):
+    yield from serve(photo_gallery)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -168,3 +183,27 @@ def test_gallery_over_http(server, browser):
     assert "/domains/" in browser.current_url
     assert_images_loaded(browser)
     assert_not_injected(browser)
+
+
+def test_photo_section_and_morph_videos(photo_gallery, photo_server, browser):
+    browser.get((photo_gallery / "index.html").as_uri())
+    assert_images_loaded(browser, expected=3 + 4)  # source + 2 domains; photos, reconstruction, 2 domains
+    rows = browser.find_elements(By.CSS_SELECTOR, "#photos .row.photo")
+    assert [row.get_attribute("data-title") for row in rows] == ["your photos", "reconstruction", "anime", "sketch"]
+    photo_images = browser.find_elements(By.CSS_SELECTOR, "#photos img")
+    assert all(image.size["height"] == 160 and image.size["width"] > 3 * 150 for image in photo_images)  # 3 photos
+    assert "clip features (builtin:tiny)" in rows[0].text
+    screenshot(browser, "gallery_photos.png")
+
+    # each domain row links its morph video; over HTTP Chromium plays it: 4 samples of 64 px, 16 frames at 24 fps
+    browser.get(f"{photo_server}/index.html")
+    links = browser.find_elements(By.CSS_SELECTOR, ".row.domain .media a")
+    assert [link.text for link in links] == ["morph video", "morph video"]
+    links[0].click()
+    assert browser.current_url.endswith("/videos/anime.mp4")
+    state = browser.execute_async_script(
+        "const done = arguments[0], v = document.querySelector('video');"
+        "if (!v) return done(null);"
+        "const report = () => done([v.videoWidth, v.videoHeight, v.duration]);"
+        "v.readyState >= 1 ? report() : v.addEventListener('loadedmetadata', report);")
+    assert state[:2] == [4 * 64, 64] and state[2] == pytest.approx(16 / 24, abs=0.05)

@@ -88,17 +88,17 @@ def test_pick_w_indices_returns_the_most_moved(generator):
 
 
 def test_layers_for_indices_dedupes_and_maps(generator):
-    layers = layers_for_indices(generator, [0, 0, 2], "true")
+    layers = layers_for_indices(generator, [0, 0, 2], "driven")
     assert layers == [generator.conv1, generator.convs[1]]
     assert layers_for_indices(generator, [1], "reference") == [generator.to_rgb1]
 
 
 def test_only_indices_that_drive_a_trainable_layer_are_candidates(generator):
     last = generator.n_latent - 1
-    assert trainable_indices(generator, "true") == list(range(last))
+    assert trainable_indices(generator, "driven") == list(range(last))
     assert trainable_indices(generator, "reference") == list(range(generator.n_latent))
     # Even when the last index moves most (a loss on the final RGB skip only), it is never picked.
     w0 = torch.randn(2, generator.style_dim)
     chosen = pick_w_indices(generator, w0, lambda image: image.square().mean(), k=generator.n_latent, iters=1,
-                            candidates=trainable_indices(generator, "true"))
+                            candidates=trainable_indices(generator, "driven"))
     assert sorted(chosen) == list(range(last))

@@ -37,7 +37,7 @@ def _step(adaptation: Adaptation, batch: FrozenBatch, seed: int) -> tuple[float,
     torch.manual_seed(seed)  # the selection's latents
     if adaptation.config.selects_layers:
         adaptation.choose_layers()
-    return adaptation.train_step(batch), adaptation.chosen_indices
+    return adaptation.train_step(batch).item(), adaptation.chosen_indices
 
 
 def _assert_same_weights(a: Adaptation, b: Adaptation) -> None:
@@ -91,7 +91,7 @@ def test_bank_batch_gives_the_same_step_as_live_latents(tiny_config):
     for a, b in zip(live_batch.source_embeddings, bank_batch.source_embeddings):
         assert torch.allclose(a, b, rtol=REL, atol=1e-6)
     for _ in range(2):
-        assert banked.train_step(bank_batch) == pytest.approx(live.train_step(live_batch), rel=REL)
+        assert banked.train_step(bank_batch).item() == pytest.approx(live.train_step(live_batch).item(), rel=REL)
     _assert_same_weights(live, banked)
 
 
@@ -161,7 +161,7 @@ def test_cuda_settings_leave_cpu_steps_unchanged(tiny_config):
     tuned = _adaptation(tiny_config.model_copy(update={"cuda_tf32": False, "cuda_bf16_clip": True}), False)
     torch.manual_seed(0)
     batch = LiveFrozenSide(plain).next_batch(2)
-    assert tuned.train_step(batch) == plain.train_step(batch)
+    assert tuned.train_step(batch).item() == plain.train_step(batch).item()
     assert bank_key(tiny_config.model_copy(update={"cuda_bf16_clip": True})) != bank_key(tiny_config)
 
 
@@ -176,5 +176,5 @@ def test_compiled_generator_trains_like_the_eager_one(tiny_config):
     # Source embeddings of other latents: with the untrained twin's own, the direction would be that of
     # float rounding between the compiled and eager kernels, and the loss meaningless.
     batch = FrozenBatch(batch.styles, other.source_embeddings, None)
-    assert compiled.train_step(batch) == pytest.approx(eager.train_step(batch), rel=REL)
+    assert compiled.train_step(batch).item() == pytest.approx(eager.train_step(batch).item(), rel=REL)
     _assert_same_weights(eager, compiled)

@@ -140,7 +140,7 @@ def test_expansion_is_stable_when_domains_are_added():
     after = space.expand(["z", "a", "b"], dims, num_samples=3, seed=7)
     kept = {(t.domain, t.name): t.params for t in after}
     assert all(kept[t.domain, t.name] == t.params for t in before)
-    assert space.trial_count(3, dims, 3) == len(after) == 18
+    assert len(after) == 3 * 2 * 3  # domains x grid cells x repeats
 
 
 def _fake_trial(trial_id: str, domain: str, steps: int = 100) -> SimpleNamespace:

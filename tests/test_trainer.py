@@ -89,7 +89,7 @@ def test_finished_run_is_not_redone_and_other_config_is_refused(tiny_config, tmp
 
 def test_k_beyond_n_latent_is_refused(tiny_config, tmp_path):
     n_latent = load_generator("builtin:tiny").generator.n_latent
-    with pytest.raises(UserError, match=f"k: {n_latent + 1}"):
+    with pytest.raises(UserError, match=rf"k: larger than the generator's n_latent \({n_latent} .*\(got {n_latent + 1}\)"):
         run_adaptation(tiny_config.model_copy(update={"k": n_latent + 1}), tmp_path / "run")
 
 
@@ -100,7 +100,7 @@ def test_gradients_reach_only_the_selected_layers(tiny_config):
     indices = adaptation.choose_layers()
     adaptation.train_step(LiveFrozenSide(adaptation).next_batch(2))
     g = adaptation.g_train
-    selected = {id(p) for layer in layers_for_indices(g, indices, "true") for p in layer.parameters()}
+    selected = {id(p) for layer in layers_for_indices(g, indices, "driven") for p in layer.parameters()}
     assert selected
     with_grad = {id(p) for p in g.parameters() if p.grad is not None}
     assert with_grad == selected

@@ -18,9 +18,9 @@ With style mixing the entry stores both w and the crossover index, and the train
 same W+ as the source (the reference draws a new crossover for each render).
 
 The file lives in the sweep's results folder (bank/<key>.pt), keyed by a hash of the generator file, the CLIP
-models, seed, batch and mixing; the first trial that needs it builds it under a file lock while concurrent
-trials compute their entries live (no worker waits), and later trials, restored or rerun ones included,
-load it. The source noise differs from the trained side's noise, as in live sampling where each render
+models, seed, batch, mixing and CLIP precision; the first trial that needs it builds it under a file lock
+while concurrent trials compute their entries live (no worker waits), and later trials, restored or rerun
+ones included, load it. The source noise differs from the trained side's noise, as in live sampling where each render
 draws its own.
 """
 
@@ -37,6 +37,7 @@ import torch
 
 from nada_sweep import run_files
 from nada_sweep.adapt.settings import AdaptConfig
+from nada_sweep.models.cache import file_identity
 
 if TYPE_CHECKING:
     from nada_sweep.adapt.nada import Adaptation, FrozenBatch
@@ -48,14 +49,13 @@ def _file_identity(spec: str) -> str:
     """A model spec as the bank key sees it: a file by path, size and mtime (a changed file is another model)."""
     path = Path(spec).expanduser()
     if path.is_file():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return ":".join(map(str, file_identity(path)))
     return spec  # a name: builtin:tiny, or an OpenAI CLIP name
 
 
 def bank_key(config: AdaptConfig) -> str:
     """What the frozen side depends on, hashed: generator, guiding CLIP models (in order), seed, batch, mixing,
-    CLIP precision."""
+    CLIP precision (bf16 autocast, TF32)."""
     identity = {
         "format": BANK_FORMAT,
         "generator": _file_identity(config.generator),
@@ -63,7 +63,9 @@ def bank_key(config: AdaptConfig) -> str:
         "seed": config.seed,
         "batch": config.batch,
         "mixing": config.mixing,
-        "bf16_clip": config.cuda_bf16_clip,  # embeddings computed under bf16 autocast differ
+        # Embeddings computed under bf16 autocast or with TF32 matmuls differ (on CUDA) from fp32 ones.
+        "bf16_clip": config.cuda_bf16_clip,
+        "tf32": config.cuda_tf32,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -71,7 +73,7 @@ def bank_key(config: AdaptConfig) -> str:
 def _group(config: AdaptConfig) -> tuple:
     # The same grouping as bank_key, without touching the file system (the driver may lack the files).
     return (config.generator, tuple(spec.name for spec in config.clip), config.seed, config.batch, config.mixing,
-            config.cuda_bf16_clip)
+            config.cuda_bf16_clip, config.cuda_tf32)
 
 
 def bank_entries(configs: Sequence[AdaptConfig]) -> list[int]:
@@ -153,9 +155,10 @@ def _load_bank(path: Path, key: str, device: torch.device) -> list[BankEntry] | 
     if not isinstance(data, dict) or data.get("format") != BANK_FORMAT or data.get("key") != key:
         return None
     embeddings = data["source_embeddings"]
+    crossovers = data["crossover"].tolist()  # read at once: int() of each entry would wait for the GPU each time
     return [
-        BankEntry(data["w"][i], data["w_mix"][i], int(data["crossover"][i]), [e[i] for e in embeddings])
-        for i in range(len(data["w"]))
+        BankEntry(data["w"][i], data["w_mix"][i], crossover, [e[i] for e in embeddings])
+        for i, crossover in enumerate(crossovers)
     ]
 
 

@@ -36,7 +36,7 @@ def reference_layers_for(generator: Generator, index: int) -> list[nn.Module]:
 
 
 LAYER_MAPS: dict[str, Callable[[Generator, int], list[nn.Module]]] = {
-    "true": layers_driven_by,
+    "driven": layers_driven_by,
     "reference": reference_layers_for,
 }
 
@@ -82,9 +82,18 @@ def pick_w_indices(
         parameter.requires_grad_(flag)
         parameter.grad = None
     movement = (w_plus.detach() - w_start).abs().mean(dim=-1).mean(dim=0)
-    allowed = torch.tensor(list(candidates) if candidates is not None else range(generator.n_latent))
-    chosen = torch.topk(movement[allowed], min(k, len(allowed))).indices
-    return allowed[chosen].tolist()
+    return most_moved(movement, k, candidates)
+
+
+def most_moved(movement: torch.Tensor, k: int, candidates: Sequence[int] | None = None) -> list[int]:
+    """The (at most k) `candidates` with the largest `movement` [n_latent], largest first.
+
+    The n_latent values are read back once and ranked in Python: the caller needs the indices on the host
+    anyway, and a candidate tensor made there would have to travel to the GPU first (another wait).
+    """
+    values = movement.tolist()
+    allowed = list(candidates) if candidates is not None else list(range(len(values)))
+    return sorted(allowed, key=lambda index: -values[index])[:k]
 
 
 def trainable_indices(generator: Generator, layer_map: str) -> list[int]:

@@ -2,15 +2,15 @@
 manifold and patch losses, combined over an ensemble of CLIP models by ClipGuidance.
 
 The loss functions take embeddings as CLIP returns them (not normalised) and normalise inside, so a
-caller can never forget to. Text embeddings are computed once per CLIP model instance and kept in its
-`cache` (load_clip returns one instance per spec and device per process), so every trial in a worker
-that adapts the same domain reuses them.
+caller can never forget to. Text embeddings are computed once per CLIP model instance, in float32 whatever
+autocast is on, and kept in its `cache` (load_clip returns one instance per spec and device per process), so
+every trial in a worker that adapts the same domain reuses them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,22 @@ __all__ = [
 ]
 
 
+def _cached(clip: ClipModel, key: tuple, compute: Callable[[], Tensor]) -> Tensor:
+    """clip.cache[key], computed on first use in float32 with autocast off.
+
+    The cache outlives the trial that fills it (every later trial of the worker reads it), so what a trial
+    under bf16 autocast computes must not differ from what an fp32 trial would.
+    """
+    if key not in clip.cache:
+        with torch.autocast(clip.device.type, enabled=False):
+            clip.cache[key] = compute().float()
+    return clip.cache[key]
+
+
 def _templated_embeddings(clip: ClipModel, text: str) -> Tensor:
     """[T, D]: `text` in every template, encoded and normalised one by one."""
-    key = ("templates", text)
-    if key not in clip.cache:
-        prompts = [template.format(text) for template in IMAGENET_TEMPLATES]
-        clip.cache[key] = F.normalize(clip.encode_texts(prompts), dim=-1)
-    return clip.cache[key]
+    prompts = [template.format(text) for template in IMAGENET_TEMPLATES]
+    return _cached(clip, ("templates", text), lambda: F.normalize(clip.encode_texts(prompts), dim=-1))
 
 
 def template_text_embedding(clip: ClipModel, text: str) -> Tensor:
@@ -48,19 +57,17 @@ def text_direction(clip: ClipModel, source: str, target: str) -> Tensor:
 
     Cached per (model instance, source, target); a model instance stands for one (name, device).
     """
-    key = ("direction", source, target)
-    if key not in clip.cache:
+    def compute() -> Tensor:
         diff = _templated_embeddings(clip, target) - _templated_embeddings(clip, source)
-        clip.cache[key] = F.normalize(diff.mean(dim=0), dim=-1)
-    return clip.cache[key].clone()  # callers may edit their copy without touching the cache
+        return F.normalize(diff.mean(dim=0), dim=-1)
+
+    # A clone: callers may edit their copy without touching the cache.
+    return _cached(clip, ("direction", source, target), compute).clone()
 
 
 def _raw_text_embedding(clip: ClipModel, text: str) -> Tensor:
     """Unit [D] embedding of `text` as written, without templates (the global loss's text)."""
-    key = ("raw", text)
-    if key not in clip.cache:
-        clip.cache[key] = F.normalize(clip.encode_texts([text])[0], dim=-1)
-    return clip.cache[key]
+    return _cached(clip, ("raw", text), lambda: F.normalize(clip.encode_texts([text])[0], dim=-1))
 
 
 def image_direction_target(clip: ClipModel, style_images_dir: str | Path, generated_images: Tensor) -> Tensor:
@@ -225,10 +232,13 @@ class ClipGuidance:
         with torch.no_grad():
             return [clip.encode_images(img_src) for clip, _ in self.models]
 
-    def loss(self, img_dst: Tensor, src_embs: Sequence[Tensor], img_src: Tensor | None = None) -> Tensor:
+    def loss(self, img_dst: Tensor, src_embs: Sequence[Tensor], img_src: Tensor | None = None,
+             may_be_identical: bool = True) -> Tensor:
         """The weighted CLIP loss of the adapted images (scalar, differentiable wrt img_dst).
 
         src_embs: embed_source(img_src) for the same latents; img_src itself is needed only for the patch loss.
+        may_be_identical: whether the adapted images can equal the source ones (untrained weights); only
+        then is the check made, which waits for the GPU.
         """
         if self.lambda_patch > 0 and img_src is None:
             raise ValueError("the patch loss (lambda_patch > 0) needs img_src")
@@ -241,7 +251,7 @@ class ClipGuidance:
                 src_emb = src_emb.to(dst_emb.device)
             if self.lambda_direction:
                 dst_for_direction = dst_emb
-                if torch.equal(dst_emb, src_emb):
+                if may_be_identical and torch.equal(dst_emb, src_emb):
                     # Identical images (step 0 with the same noise) have no direction, and normalising a
                     # zero vector gives a useless loss; like the reference, nudge the adapted images.
                     dst_for_direction = clip.encode_images(img_dst + 1e-6)

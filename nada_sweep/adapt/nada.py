@@ -81,12 +81,20 @@ class Adaptation:
         self.chosen_indices: list[int] | None = None
         # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
         self.candidates = trainable_indices(self.g_train, config.layer_map)
+        # Until the first update the twins render the same images, which the directional loss must nudge apart.
+        self._untrained = True
         if device.type == "cuda":
-            # process-wide switches: each trial a worker runs sets them from its own config
-            torch.backends.cuda.matmul.allow_tf32 = config.cuda_tf32
-            torch.backends.cudnn.allow_tf32 = config.cuda_tf32
+            self.use_cuda_switches()
         if config.compile:
             self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
+
+    def use_cuda_switches(self) -> None:
+        """Set torch's process-wide CUDA switches from this run's config (each trial of a worker sets its own)."""
+        torch.backends.cuda.matmul.allow_tf32 = self.config.cuda_tf32
+        torch.backends.cudnn.allow_tf32 = self.config.cuda_tf32
+        # A run's convolution shapes never change (fixed batch, eval chunk and layer-search batch), so the
+        # fastest cuDNN algorithm is worth finding once per shape.
+        torch.backends.cudnn.benchmark = True
 
     def clip_precision(self) -> contextlib.AbstractContextManager:
         """bf16 autocast for CLIP forward passes when cuda_bf16_clip asks for it on a CUDA device."""
@@ -107,7 +115,7 @@ class Adaptation:
             indices = pick_w_indices(
                 self.g_train,
                 w0,
-                self.guidance.global_text_loss,
+                self._selection_loss,
                 self.config.k,
                 self.config.auto_layer_iters,
                 weight_gradients=self.config.faithful,
@@ -118,16 +126,24 @@ class Adaptation:
         self.chosen_indices = indices
         return indices
 
-    def train_step(self, batch: FrozenBatch) -> float:
+    def _selection_loss(self, images: torch.Tensor) -> torch.Tensor:
+        # The layer search's CLIP passes are most of a selecting step's work: the same precision as training's.
+        with self.clip_precision():
+            return self.guidance.global_text_loss(images).float()
+
+    def train_step(self, batch: FrozenBatch) -> torch.Tensor:
+        """One optimiser step; returns the loss as a 0-d tensor on the device (reading it would wait for the GPU)."""
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
         with self.clip_precision():
-            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images)
+            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images,
+                                      may_be_identical=self._untrained)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        return loss.item()
+        self._untrained = False
+        return loss.detach()
 
-    def step(self, step_index: int, frozen: FrozenSide) -> float:
+    def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
         if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
             self.choose_layers()
         return self.train_step(frozen.next_batch(self.config.batch))

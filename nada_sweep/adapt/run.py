@@ -24,12 +24,12 @@ from nada_sweep import run_files
 from nada_sweep.adapt.evaluate import Evaluator
 from nada_sweep.adapt.mapper import save_mapper, train_mapper
 from nada_sweep.adapt.nada import Adaptation, FrozenSide, LiveFrozenSide, load_guidance
-from nada_sweep.adapt.settings import AdaptConfig
-from nada_sweep.devices import resolve_device
+from nada_sweep.adapt.settings import AdaptConfig, k_problem, layer_selection_target_problem
+from nada_sweep.devices import peak_memory_metrics, reset_peak_memory, resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.metric_rules import best_entry
-from nada_sweep.models.checkpoints import LoadedGenerator, load_generator, save_generator
+from nada_sweep.models.checkpoints import LoadedGenerator, is_random_weight, load_generator, save_generator
 from nada_sweep.models.clip_models import check_prompt, load_clip
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
 
@@ -52,10 +52,12 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
     check_prompt(config.source, "source")
     if config.target:
         check_prompt(config.target, "target")
-    if config.k > n_latent:
-        raise UserError(f"k: {config.k} is larger than the generator's n_latent ({n_latent}); use 0..{n_latent}")
-    if config.selects_layers and not config.target:
-        raise UserError("k: adaptive layer selection needs a target text ('target'), not only 'target_images'")
+    problem = k_problem(config.k, n_latent, config.generator)
+    if problem:
+        raise UserError(f"k: {problem} (got {config.k})")
+    problem = layer_selection_target_problem(config.selects_layers, config.target)
+    if problem:
+        raise UserError(f"k: {problem}")
 
 
 def run_adaptation(
@@ -109,7 +111,7 @@ def _train(
     eval_clip = load_clip(config.eval_clip_name, device)
     evaluator = Evaluator(config, adaptation, eval_clip, loaded.latent_avg)
 
-    random_weights = bool(loaded.metadata.get("random_weights")) or any(m.random_weights for m, _ in guidance.models)
+    random_weights = is_random_weight(loaded) or any(m.random_weights for m, _ in guidance.models)
     label = RANDOM_WEIGHT_LABEL if random_weights or eval_clip.random_weights else None
     config_record |= {"generator": loaded.spec.to_dict(), "random_weights": label is not None, "label": label}
     run_files.write_json(folder.path(run_files.CONFIG), config_record)
@@ -118,14 +120,18 @@ def _train(
     progress = _TrainingProgress.restore(folder, adaptation, config.select_metric)
     frozen = frozen_side(adaptation, progress.step) if frozen_side else LiveFrozenSide(adaptation)
     folder.write_status(status=Status.RUNNING, step=progress.step, error=None)
+    reset_peak_memory(device)
     started = time.perf_counter()
     for step in range(progress.step, config.steps):
-        loss = adaptation.step(step, frozen)
-        if not math.isfinite(loss):
-            _diverged(folder, config, step, f"the training loss became {loss} at step {step + 1}")
-        progress.losses.append(loss)
+        # The loss stays on the device until the evaluation: reading it every step would make the CPU wait
+        # for the GPU each time instead of queueing the next step's work.
+        progress.losses.append(adaptation.step(step, frozen))
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
+            losses = progress.take_losses()
+            for index, loss in enumerate(losses, start=done - len(losses)):
+                if not math.isfinite(loss):
+                    _diverged(folder, config, index, f"the training loss became {loss} at step {index + 1}")
             metrics, samples = evaluator.evaluate()
             broken = [name for name, value in metrics.items() if value is not None and not math.isfinite(value)]
             if broken:
@@ -133,7 +139,8 @@ def _train(
                 # checkpoint, metrics line and generator.pt all stay those of the last good evaluation.
                 _diverged(folder, config, step, f"the evaluation at step {done} gave non-finite "
                           f"{', '.join(broken)} (the adapted generator's images overflow)")
-            entry = progress.record(done, metrics, time.perf_counter() - started)
+            entry = progress.record(done, losses, metrics | peak_memory_metrics(device),
+                                    time.perf_counter() - started)
             save_grid(samples, folder.samples / run_files.sample_name(done), label)
             if progress.best_step == done:
                 _save_weights(folder, adaptation, loaded, config, done, label)
@@ -213,7 +220,7 @@ class _TrainingProgress:
     metric: str
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation, on the device
     elapsed_before: float = 0.0
 
     @classmethod
@@ -223,22 +230,30 @@ class _TrainingProgress:
         if not state_path.exists():
             folder.write_history([])
             return progress
-        state = torch.load(state_path, map_location=adaptation.device, weights_only=True)
+        # On the CPU: load_state_dict moves weights and Adam's moments to their parameters' devices but keeps
+        # Adam's step counters where they were loaded, and counters on a GPU make every optimiser step wait.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         adaptation.g_train.load_state_dict(state["g_train"])
         adaptation.optimiser.load_state_dict(state["optimiser"])
-        torch.set_rng_state(state["rng"].cpu())
+        torch.set_rng_state(state["rng"])
         if adaptation.device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), adaptation.device)
+            torch.cuda.set_rng_state(state["cuda_rng"], adaptation.device)
         progress.step = state["step"]
         progress.history = [entry for entry in folder.history() if entry["step"] <= progress.step]
         progress.elapsed_before = progress.history[-1]["elapsed_s"] if progress.history else 0.0
         folder.write_history(progress.history)
         return progress
 
-    def record(self, step: int, metrics: dict[str, float | None], elapsed: float) -> dict[str, Any]:
-        mean_loss = sum(self.losses) / len(self.losses) if self.losses else None
-        entry = {"step": step, "loss": mean_loss, **metrics, "elapsed_s": round(self.elapsed_before + elapsed, 3)}
+    def take_losses(self) -> list[float]:
+        """The losses of the steps since the last evaluation, read from the device at once (one wait)."""
+        values = torch.stack(self.losses).float().tolist() if self.losses else []
         self.losses.clear()
+        return values
+
+    def record(self, step: int, losses: list[float], metrics: dict[str, float | None], elapsed: float
+               ) -> dict[str, Any]:
+        mean_loss = sum(losses) / len(losses) if losses else None
+        entry = {"step": step, "loss": mean_loss, **metrics, "elapsed_s": round(self.elapsed_before + elapsed, 3)}
         self.history.append(entry)
         entry["best_step"] = self.best_step
         return entry

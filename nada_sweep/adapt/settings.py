@@ -6,9 +6,9 @@ identifies the run (generator, prompts, CLIP ensemble). Field descriptions doubl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from nada_sweep.metric_rules import DEFAULT_SELECT_METRIC, SelectMetric
 
@@ -27,6 +27,14 @@ class ClipSpec(BaseModel):
 
 
 MapperGroup = Literal["coarse", "medium", "fine"]
+
+
+def _layer_map_alias(value: object) -> object:
+    # The first name of "driven" was `true`, which YAML reads as a boolean; old sweep files keep working.
+    return "driven" if value is True or value == "true" else value
+
+
+LayerMap = Annotated[Literal["driven", "reference"], BeforeValidator(_layer_map_alias)]
 
 
 class MapperSettings(BaseModel):
@@ -52,6 +60,21 @@ def layer_selection_on(k: int, auto_layer_iters: int) -> bool:
     return k > 0 and auto_layer_iters > 0
 
 
+# The two rules that need more than the settings themselves; `adapt` and `validate` both ask them here.
+def k_problem(k: int, n_latent: int, generator: str) -> str | None:
+    """Why `k` cannot be used with a generator of `n_latent` w indices, or None."""
+    if k > n_latent:
+        return f"larger than the generator's n_latent ({n_latent} for {generator}); k must be 0..{n_latent}"
+    return None
+
+
+def layer_selection_target_problem(selects_layers: bool, target: str | None) -> str | None:
+    """Why adaptive layer selection cannot run (its W+ search scores a target text), or None."""
+    if selects_layers and not target:
+        return "adaptive layer selection (k > 0) needs a `target` text; only target_images is given (set k: 0)"
+    return None
+
+
 class TrainSettings(BaseModel):
     """Hyperparameters of one adaptation; every field may be searched or overridden per domain."""
 
@@ -66,9 +89,9 @@ class TrainSettings(BaseModel):
     auto_layer_iters: int = Field(1, ge=0, description="W+ optimisation steps used to pick the k layers (0 = off)")
     auto_layer_batch: int = Field(8, gt=0, description="latents used to pick the k layers")
     auto_layer_every: int = Field(1, gt=0, description="re-pick the k layers every this many steps")
-    layer_map: Literal["true", "reference"] = Field(
-        "true",
-        description="w index -> layer map: 'true' = the layers an index really drives; "
+    layer_map: LayerMap = Field(
+        "driven",
+        description="w index -> layer map: 'driven' = the layers an index really drives; "
         "'reference' = StyleGAN-NADA's off-by-one map, for exact reproduction",
     )
     mixing: float = Field(0.0, ge=0, le=1, description="style-mixing probability of training latents")
@@ -100,8 +123,8 @@ class TrainSettings(BaseModel):
     )
     compile: bool = Field(
         False,
-        description="torch.compile the trained generator (compile time counts in the run; layer selection with "
-        "k below n_latent changes the trainable set every step and recompiles)",
+        description="torch.compile the trained generator (compile time counts in the run); not with adaptive "
+        "layer selection, whose changing set of trained layers would recompile it",
     )
 
     @property
@@ -114,11 +137,24 @@ class TrainSettings(BaseModel):
             raise ValueError(f"n_samples ({self.n_samples}) must not exceed n_eval ({self.n_eval})")
         return self
 
+    @model_validator(mode="after")
+    def _compile_without_selection(self) -> TrainSettings:
+        # Which parameters require gradients is part of what torch.compile specialises on: every new set of
+        # trained layers compiles again, and past torch's recompile limit the run silently goes on uncompiled.
+        if self.compile and self.selects_layers:
+            raise ValueError(
+                f"compile: true cannot be combined with adaptive layer selection (k: {self.k}, auto_layer_iters: "
+                f"{self.auto_layer_iters}): each new set of trained layers makes torch compile the generator again "
+                "until its recompile limit, after which the run goes on uncompiled; set compile: false, or k: 0")
+        return self
+
 
 class AdaptConfig(TrainSettings):
     """Everything one adaptation run needs."""
 
-    generator: str = Field("builtin:tiny", description="rosinality-format .pt file, or builtin:tiny")
+    generator: str = Field(
+        "builtin:tiny", description="rosinality-format .pt file, NVIDIA StyleGAN2-ADA .pkl, or builtin:tiny"
+    )
     source: str = Field("photo", description="text describing the generator's domain")
     target: str | None = Field(None, description="text describing the target domain")
     target_images: str | None = Field(

@@ -1,20 +1,20 @@
 """Load and save StyleGAN2 generator files (rosinality layout), inferring the architecture from the weights.
 
-Users bring rosinality / StyleGAN-NADA checkpoints ({"g_ema": state_dict, ...}); nobody should have to
+Users bring rosinality / StyleGAN-NADA checkpoints ({"g_ema": state_dict, ...}) or NVIDIA StyleGAN2-ADA
+network pickles (.pkl, mapped onto the rosinality layout by models/nvidia_pkl.py); nobody should have to
 know the channel multiplier or mapping depth a file was trained with, so every size is read off the key
 names and tensor shapes (as openai/CLIP's build_model does). Files are read with
-torch.load(weights_only=True): a checkpoint is data, and opening one must never run code.
+torch.load(weights_only=True) or, for .pkl, a restricted unpickler: a checkpoint is data, and opening one
+must never run code.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import re
-import threading
-from collections import OrderedDict
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +24,13 @@ import torch
 from torch import Tensor
 
 from nada_sweep.errors import UserError
+from nada_sweep.models.cache import ModelCache, file_identity
+from nada_sweep.models.nvidia_pkl import read_generator_pkl
 from nada_sweep.models.stylegan2 import Generator, channel_table
+from nada_sweep.run_files import atomic_write
 
 BUILTIN_PREFIX = "builtin:"
-
-# Preset name -> file name in a sweep's `weights_dir`. The names are those of the rosinality-format conversions
-# that StyleGAN-NADA's README links to, so files downloaded for it work as they are.
-GENERATOR_PRESETS = {
-    "ffhq": "stylegan2-ffhq-config-f.pt",
-    "afhq_cat": "afhqcat.pt",
-    "afhq_dog": "afhqdog.pt",
-    "church": "stylegan2-church-config-f.pt",
-    "horse": "stylegan2-horse-config-f.pt",
-    "cars": "stylegan2-car-config-f.pt",
-}
+NVIDIA_SUFFIX = ".pkl"  # NVIDIA network pickles; everything else is read with torch.load
 # Key names every rosinality generator state dict has; quoted in errors so users can recognise the layout.
 _EXAMPLE_KEYS = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.conv.weight", "convs.0.conv.weight")
 _CACHE_ENTRIES = 2  # state dicts kept per process; a 1024 px g_ema is ~120 MB
@@ -164,15 +157,15 @@ class _Checkpoint:
     metadata: dict[str, Any]
 
 
-_cache: OrderedDict[tuple[str, int, int], _Checkpoint] = OrderedDict()
-_cache_lock = threading.Lock()
+_checkpoints: ModelCache[_Checkpoint] = ModelCache(_CACHE_ENTRIES)
 
 
 def load_generator(path_or_name: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
     """Load "builtin:<name>" or a checkpoint file into a fresh Generator on `device`.
 
-    Files may hold {"g_ema": ...} (preferred), {"g": ...} or a bare generator state dict. The state dict
-    of a file is cached per process by (path, mtime, size), so repeated loads read it once.
+    Files may hold {"g_ema": ...} (preferred), {"g": ...} or a bare generator state dict; a .pkl is an NVIDIA
+    StyleGAN2-ADA network pickle whose G_ema is converted (a .pkl that is a torch.save archive reads as one).
+    The state dict of a file is cached per process by (path, mtime, size), so repeated loads read it once.
     """
     name = str(path_or_name)
     if name.startswith(BUILTIN_PREFIX):
@@ -233,30 +226,24 @@ def _instantiate(
 def _read_cached(path: Path) -> _Checkpoint:
     try:
         resolved = path.resolve(strict=True)
-        stat = resolved.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: generator file not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read generator file ({exc.strerror or exc})") from None
     if resolved.is_dir():
-        raise UserError(f"{path}: is a directory; expected a generator checkpoint file (.pt)")
+        raise UserError(f"{path}: is a directory; expected a generator checkpoint file (.pt or .pkl)")
 
-    key = (str(resolved), stat.st_mtime_ns, stat.st_size)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    checkpoint = _read_checkpoint(path, resolved)
-    with _cache_lock:
-        _cache[key] = checkpoint
-        while len(_cache) > _CACHE_ENTRIES:
-            _cache.popitem(last=False)
-    return checkpoint
+    return _checkpoints.get(file_identity(resolved), lambda: _read_checkpoint(path, resolved))
 
 
 def _read_checkpoint(path: Path, resolved: Path) -> _Checkpoint:
     if resolved.stat().st_size == 0:
-        raise UserError(f"{path}: file is empty; expected a generator checkpoint (.pt)")
+        raise UserError(f"{path}: file is empty; expected a generator checkpoint (.pt or .pkl)")
+    if resolved.suffix.lower() == NVIDIA_SUFFIX and not zipfile.is_zipfile(resolved):
+        converted = read_generator_pkl(path)
+        state_dict = converted.state_dict
+        return _Checkpoint(spec=infer_spec(state_dict, f"{path} [G_ema]"), state_dict=state_dict,
+                           latent_avg=converted.latent_avg, metadata={})
     try:
         file = open(resolved, "rb")
     except OSError as exc:
@@ -326,7 +313,7 @@ def save_generator(
     latent_avg: Tensor | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write {"g_ema", "latent_avg", "nada_sweep": metadata + spec} atomically (tmp file + os.replace).
+    """Write {"g_ema", "latent_avg", "nada_sweep": metadata + spec} atomically (run_files.atomic_write).
 
     The "g_ema" entry is a plain CPU state dict, so rosinality, StyleGAN-NADA and similar tools load it.
     """
@@ -341,13 +328,29 @@ def save_generator(
         "latent_avg": None if latent_avg is None else latent_avg.detach().cpu(),
         "nada_sweep": ours,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Converting
+
+
+def convert_generator(source: str | Path, out: str | Path, overwrite: bool = False) -> tuple[GeneratorSpec, bool]:
+    """Load any generator file (an NVIDIA .pkl above all) and save it as a rosinality file at `out`.
+
+    Returns the architecture and whether a latent_avg was written. Refuses before reading anything when `out`
+    is the source, exists (unless `overwrite`), or ends in .pkl (which would be read back as an NVIDIA pickle).
+    """
+    source_path, out_path = Path(source).expanduser(), Path(out).expanduser()
+    if out_path.suffix.lower() == NVIDIA_SUFFIX:
+        raise UserError(f"{out}: the output is a rosinality (torch.save) file; name it .pt, not .pkl")
+    if out_path.exists() and source_path.exists() and out_path.resolve() == source_path.resolve():
+        raise UserError(f"{out}: is the source file itself; choose another output")
+    if out_path.is_dir():
+        raise UserError(f"{out}: is a directory; give the path of the .pt file to write")
+    if out_path.exists() and not overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    loaded = load_generator(source_path)
+    save_generator(out_path, loaded.generator, loaded.latent_avg,
+                   {**loaded.metadata, "converted_from": source_path.name})
+    return loaded.spec, loaded.latent_avg is not None

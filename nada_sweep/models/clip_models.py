@@ -2,8 +2,10 @@
 
 A CLIP model is named like `clip.available_models()` ("ViT-B/32"), given as a local .pt file (an OpenAI
 JIT archive or a plain state dict), or "builtin:tiny" (seeded random weights for tests and demos).
-Named models are read from clip's download cache (~/.cache/clip/<file>) and never downloaded here: an
-offline worker would hang on the network, so a missing file is a UserError that says where to put it.
+Named models are read from clip's download cache (~/.cache/clip/<file>). Loading never downloads: an offline
+worker would hang on the network. `ensure_downloaded` fetches missing files once, up front (the sweep driver
+or `adapt`, before training starts), through the clip package's own download (SHA256 check, progress bar);
+with `offline` (or NADA_SWEEP_OFFLINE=1) a missing file is a UserError that says where to put it.
 
 Weights are float32 on every device, eval mode, frozen. Images enter as [-1, 1] NCHW tensors (generator
 output) and are preprocessed on the tensor, differentiably, as CLIP's own PIL pipeline does it.
@@ -15,6 +17,9 @@ import functools
 import hashlib
 import math
 import os
+import shutil
+import sys
+import urllib.error
 import warnings
 import zipfile
 import dataclasses
@@ -25,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nada_sweep.errors import UserError
+from nada_sweep.models.cache import ModelCache, file_identity
+from nada_sweep.models.checkpoints import BUILTIN_PREFIX
 
 with warnings.catch_warnings():
     # clip imports pkg_resources, which warns on import; nothing a user can act on.
@@ -33,7 +40,11 @@ with warnings.catch_warnings():
     from clip.model import CLIP, build_model
     from clip.simple_tokenizer import SimpleTokenizer
 
-BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
+OFFLINE_ENV = "NADA_SWEEP_OFFLINE"  # set to 1 on clusters whose machines have no network
+# name -> download URL, ending in <sha256>/<file> as clip's own table does; a module attribute so that a test
+# (or a mirror) can point names elsewhere
+CLIP_URLS: dict[str, str] = dict(clip.clip._MODELS)
 CONTEXT_LENGTH = 77  # every CLIP model's text context, start and end tokens included
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -83,6 +94,13 @@ class ClipModel:
     # gets from torchvision >= 0.17); the reference under old torchvision resized tensors without it.
     antialias: bool = True
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    # Made once on the model's device: built per call, each would be a host-to-device copy the CPU waits on.
+    mean: Tensor = dataclasses.field(init=False, repr=False)
+    std: Tensor = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """[-1, 1] NCHW images -> CLIP input: [0, 1], bicubic resize (shorter side), centre crop, normalise."""
@@ -102,9 +120,7 @@ class ClipModel:
         top = int(round((height - size) / 2.0))
         left = int(round((width - size) / 2.0))
         x = x[:, :, top:top + size, left:left + size]
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x - self.mean) / self.std
 
     def encode_images(self, images: Tensor) -> Tensor:
         """[-1, 1] NCHW images -> [N, D] image embeddings, not normalised, differentiable wrt images."""
@@ -156,12 +172,73 @@ def save_clip(model: CLIP, path: str | Path, jit: bool = False) -> None:
 
 def clip_cache_path(name: str, download_root: str | Path | None = None) -> Path:
     """Where clip.load keeps (and where load_clip looks for) the weights of a named OpenAI model."""
-    # clip exposes its URLs only through _MODELS; the file name is the URL's basename, as clip.load uses.
+    # the file name is the URL's basename, as clip.load uses
     root = Path(download_root) if download_root is not None else Path(os.path.expanduser("~/.cache/clip"))
-    return root / os.path.basename(clip.clip._MODELS[name])
+    return root / os.path.basename(CLIP_URLS[name])
 
 
-_LOADED: dict[tuple, ClipModel] = {}
+def is_offline(offline: bool = False) -> bool:
+    """True when downloads are off: asked for (--offline) or NADA_SWEEP_OFFLINE set to 1/true/yes/on."""
+    return offline or os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_downloaded(names: list[str], offline: bool = False,
+                      download_root: str | Path | None = None) -> list[str]:
+    """Download the named OpenAI models missing from the cache; returns the names downloaded.
+
+    Other names (files, builtin:tiny, unknown names) are left to load_clip. Offline, a missing file is the
+    UserError load_clip would raise. A download lands in a temporary folder beside the cache and is moved
+    into place only after clip's SHA256 check passed, so a failed one leaves nothing behind.
+    """
+    downloaded = []
+    for name in dict.fromkeys(names):
+        if name not in CLIP_URLS or clip_cache_path(name, download_root).is_file():
+            continue
+        cache_file = clip_cache_path(name, download_root)
+        if is_offline(offline):
+            raise UserError(_not_downloaded_message(name, cache_file))
+        _download(name, cache_file)
+        downloaded.append(name)
+    return downloaded
+
+
+def _download(name: str, cache_file: Path) -> None:
+    url = CLIP_URLS[name]
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    staging = cache_file.parent / f".{cache_file.name}.{os.getpid()}.download"
+    try:
+        print(f"downloading CLIP {name} from {url}", file=sys.stderr, flush=True)
+        try:
+            fetched = clip.clip._download(url, str(staging))
+        except RuntimeError as exc:
+            if "SHA256" not in str(exc):
+                raise
+            raise UserError(f"clip: {name!r}: the file downloaded from {url} does not match its SHA256 "
+                            f"({url.split('/')[-2]}); it was not kept. Try again, or download it by hand to "
+                            f"{cache_file}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(f"clip: {name!r} is not downloaded ({cache_file} is missing) and downloading {url} "
+                            f"failed ({reason}). Without a network: {_by_hand(name, cache_file)}; or pass "
+                            f"--offline / set {OFFLINE_ENV}=1 to skip downloads") from None
+        os.replace(fetched, cache_file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _by_hand(name: str, cache_file: Path) -> str:
+    return (f"on a machine with internet run python -c \"import clip; clip.load('{name}', device='cpu')\" "
+            f"(or download {CLIP_URLS[name]}) and copy the file to {cache_file}")
+
+
+def _not_downloaded_message(name: str, cache_file: Path) -> str:
+    return (f"clip: {name!r} is not downloaded: looked for {cache_file}. Trials never download (workers may be "
+            f"offline); `nada-sweep run` and `adapt` download missing models first unless --offline or "
+            f"{OFFLINE_ENV}=1 is set. By hand: {_by_hand(name, cache_file)}; or pass the path of a local .pt "
+            "file instead of the name.")
+
+
+_LOADED: ModelCache[ClipModel] = ModelCache(entries=4)  # a guidance ensemble of three plus an evaluation model
 
 
 def load_clip(spec: str, device: str | torch.device = "cpu", download_root: str | Path | None = None) -> ClipModel:
@@ -173,22 +250,22 @@ def load_clip(spec: str, device: str | torch.device = "cpu", download_root: str 
     path = Path(spec).expanduser()
     if spec == BUILTIN_TINY:
         key: tuple = (spec, str(device))
-    elif spec in clip.available_models():
+    elif spec in CLIP_URLS:
         cache_file = clip_cache_path(spec, download_root)
         key = (spec, str(device), str(cache_file))
     elif path.is_file():
-        stat = path.stat()
-        key = (str(path.resolve()), str(device), stat.st_mtime_ns, stat.st_size)
+        key = (*file_identity(path), str(device))
     else:
         raise UserError(_not_found_message(spec))
-    if key not in _LOADED:
+
+    def load() -> ClipModel:
         if spec == BUILTIN_TINY:
-            _LOADED[key] = wrap_clip(build_tiny_clip(seed=0), BUILTIN_TINY, device, random_weights=True)
-        elif spec in clip.available_models():
-            _LOADED[key] = wrap_clip(_load_cached_openai(spec, cache_file), spec, device)
-        else:
-            _LOADED[key] = wrap_clip(_load_clip_file(path.resolve(), label=spec), str(path.resolve()), device)
-    return _LOADED[key]
+            return wrap_clip(build_tiny_clip(seed=0), BUILTIN_TINY, device, random_weights=True)
+        if spec in CLIP_URLS:
+            return wrap_clip(_load_cached_openai(spec, cache_file), spec, device)
+        return wrap_clip(_load_clip_file(path.resolve(), label=spec), str(path.resolve()), device)
+
+    return _LOADED.get(key, load)
 
 
 def parse_clip_arg(text: str) -> tuple[str, float]:
@@ -237,7 +314,7 @@ def _canonical_device(device: str | torch.device) -> torch.device:
 
 
 def _not_found_message(spec: str) -> str:
-    available = clip.available_models() + [BUILTIN_TINY]
+    available = [*CLIP_URLS, BUILTIN_TINY]
     looks_like_path = spec.endswith((".pt", ".pth")) or spec.startswith((".", "~", os.sep))
     if looks_like_path:
         return f"clip: {spec!r}: file not found (a local CLIP model file must exist; or use one of {available})"
@@ -248,13 +325,9 @@ def _not_found_message(spec: str) -> str:
 
 
 def _load_cached_openai(name: str, cache_file: Path) -> CLIP:
-    url = clip.clip._MODELS[name]
+    url = CLIP_URLS[name]
     if not cache_file.is_file():
-        raise UserError(
-            f"clip: {name!r} is not downloaded: looked for {cache_file}. Models are never downloaded here "
-            f"(workers may be offline). On a machine with internet, run "
-            f"python -c \"import clip; clip.load('{name}', device='cpu')\" (or download {url}) and copy "
-            f"the file to {cache_file}; or pass the path of a local .pt file instead of the name.")
+        raise UserError(_not_downloaded_message(name, cache_file))
     # clip's URLs end in <sha256>/<file>; a mismatch is usually a truncated download.
     expected = url.split("/")[-2]
     digest = hashlib.sha256()

@@ -7,17 +7,19 @@ half-finished and partly failed sweeps alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
+from nada_sweep import run_files
 from nada_sweep.report.leaderboard import best_rows, print_best, write_leaderboard
 from nada_sweep.report.results import read_sweep
 from nada_sweep.report.selection import rank_sweep
 
-__all__ = ["best_per_domain", "build_report", "print_best_table"]
+__all__ = ["DomainWinner", "best_per_domain", "build_report", "domain_winners", "print_best_table"]
 
 
 def build_report(
@@ -71,3 +73,28 @@ def print_best_table(
     if sweep.demo_label:
         console.print(Text(sweep.demo_label, style="yellow"))
     return rows
+
+
+@dataclass
+class DomainWinner:
+    """A domain's selected trial, as the gallery shows it: what photos and morph videos are rendered with."""
+
+    domain: str
+    trial: str
+    generator: Path  # the trial's generator.pt
+    source_generator: str  # the generator the trial adapted (a path or builtin:<name>)
+    random_weights: bool
+
+
+def domain_winners(
+    results_dir: Path | str, *, select_metric: str | None = None, collapse_threshold: float | None = None
+) -> list[DomainWinner]:
+    """Each domain's selected trial that has a generator.pt on disk, domains in name order."""
+    sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
+    winners = []
+    for domain in rank_sweep(sweep.trials, sweep.selection):
+        trial = domain.winner.trial if domain.winner else None
+        generator = trial.file(run_files.GENERATOR) if trial else None
+        if trial is not None and generator is not None:
+            winners.append(DomainWinner(domain.name, trial.trial_id, generator, trial.generator, trial.random_weights))
+    return winners

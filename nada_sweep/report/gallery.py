@@ -28,6 +28,7 @@ from nada_sweep.errors import UserError
 from nada_sweep.report import plots
 from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_value
 from nada_sweep.metric_rules import LOWER_IS_BETTER
+from nada_sweep.report.media import PhotoSection, Video, read_photos, read_videos
 from nada_sweep.report.results import Sweep, Trial, dumps, safe_name
 from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import Status, SweepFolder, atomic_write
@@ -67,6 +68,7 @@ class Card:
     facts: list[tuple[str, str]] = field(default_factory=list)  # (name, value) shown under the title
     note: str | None = None  # why there is no picture, an error, a collapse warning
     link: str | None = None
+    links: list[tuple[str, str]] = field(default_factory=list)  # (text, URL): e.g. the domain's morph video
 
 
 def _url(parts: Sequence[str], depth: int) -> str:
@@ -85,6 +87,8 @@ class Pages:
         taken: set[str] = set()
         self.slugs = {domain.name: safe_name(domain.name, taken) for domain in domains}
         self.script = (Path(__file__).parent / "templates" / "sortable.js").read_text()
+        self.warnings: list[str] = []
+        self.videos: dict[str, Video] = read_videos(self.root, self.warnings)
         self.style = (Path(__file__).parent / "templates" / "style.css").read_text()
 
     def output(self, *parts: str) -> Path:
@@ -102,8 +106,11 @@ class Pages:
     def picture_file(self, trial: Trial, path: Path | None, name: str, depth: int, alt: str) -> Picture | None:
         if path is None:
             return None
-        full = _url([*trial.rel, run_files.SAMPLES, name], depth)
-        thumb_parts = (THUMBS, *trial.rel[1:], name)
+        return self.shown(path, (*trial.rel, run_files.SAMPLES, name), (THUMBS, *trial.rel[1:], name), depth, alt)
+
+    def shown(self, path: Path, parts: Sequence[str], thumb_parts: Sequence[str], depth: int, alt: str) -> Picture:
+        """The file at `parts` (under the results folder), shown through its thumbnail when it is tall."""
+        full = _url(parts, depth)
         shown = _url(thumb_parts, depth) if _thumbnail(path, self.output(*thumb_parts)) else full
         return Picture(shown, full, alt)
 
@@ -206,7 +213,8 @@ class Pages:
             groups.append({"source": self.source_card(trials, 0, generator), "rows": rows})
         items = [item for d in self.domains for item in d.ranked]
         path = self.output(INDEX)
-        self.render("index.html", path, 0, groups=groups,
+        photos = read_photos(self.root, self.warnings)
+        self.render("index.html", path, 0, groups=groups, photos=self.photo_cards(photos) if photos else None,
                     table=self.table(items, self.document["trials"], 0), metric=self.sweep.selection.metric,
                     lower_is_better=self.sweep.selection.metric in LOWER_IS_BETTER)
         return path
@@ -221,6 +229,10 @@ class Pages:
                         [("trials", counts)], "no evaluated trial yet", page)
         card = self.trial_card(winner, 0, domain.name, page)
         card.facts.append(("trials", counts))
+        video = self.videos.get(domain.name)
+        if video is not None:
+            stale = "" if video.trial == winner.trial.trial_id else f" (of trial {video.trial}, no longer selected)"
+            card.links.append(("morph video" + stale, _url([SweepFolder.VIDEOS, video.name], 0)))
         if domain.all_collapsed:
             card.note = "; ".join(filter(None, [card.note, "every trial of this domain collapsed: best of them shown"]))
         return card
@@ -239,6 +251,27 @@ class Pages:
         page = _url([DOMAINS, self.slugs[domain.name] + ".html"], 0)
         return Card(f"{domain.name} + latent mapper", f"{trial.source} → {trial.target}", "mapper", picture,
                     facts, None if picture else "mapper samples are missing", page)
+
+    def photo_cards(self, section: PhotoSection) -> list[Card]:
+        """The "your photos" rows: photos, reconstruction, then each domain's rendering of the same codes."""
+        selected = {d.name: d.winner.trial.trial_id for d in self.domains if d.winner is not None}
+        names = ", ".join(section.names)
+        cards = []
+        for row in section.rows:
+            parts = (SweepFolder.PHOTOS, row.name)
+            picture = self.shown(row.file, parts, (THUMBS, *parts), 0, f"{row.title}: {names}")
+            if row.trial is None:
+                cards.append(Card(row.title, names, "photos", picture, row.facts))
+                continue
+            note = None
+            if row.trial != selected.get(row.title):
+                now = selected.get(row.title)
+                note = (f"rendered by trial {row.trial}; the selected trial is now {now or 'none'}: "
+                        "run `nada-sweep report` with --photos again")
+            page = _url([DOMAINS, self.slugs[row.title] + ".html"], 0) if row.title in self.slugs else None
+            cards.append(Card(row.title, "your photos in this domain", "photos", picture,
+                              [("trial", row.trial)], note, page))
+        return cards
 
     def domain_page(self, domain: DomainResult) -> Path:
         slug = self.slugs[domain.name]
@@ -376,4 +409,5 @@ def write_pages(sweep: Sweep, domains: list[DomainResult], document: dict[str, A
     pages = Pages(sweep, domains, document, running)
     for domain in domains:
         pages.domain_page(domain)
-    return pages.index(), pages.copy_best()
+    index = pages.index()
+    return index, [*pages.warnings, *pages.copy_best()]

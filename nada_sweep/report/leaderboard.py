@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nada_sweep.metric_rules import LOWER_IS_BETTER, METRIC_NAMES, finite
+from nada_sweep.metric_rules import GPU_PEAK_MEM, LOWER_IS_BETTER, METRIC_NAMES, finite
 from nada_sweep.report.results import Sweep, dumps
 from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import atomic_write
@@ -35,7 +35,8 @@ BEST_COLUMNS = ("domain", "trial", "source", "target", *SETTING_COLUMNS, "best_s
 MAPPER_COLUMNS = tuple(f"mapper_{name}" for name in METRIC_NAMES)
 
 
-def trial_row(item: Ranked, extra_params: list[str], mapper_columns: bool = False) -> dict[str, Any]:
+def trial_row(item: Ranked, extra_params: list[str], mapper_columns: bool = False, gpu_column: bool = False
+              ) -> dict[str, Any]:
     trial, best = item.trial, item.best or {}
     row: dict[str, Any] = {
         "domain": trial.domain,
@@ -52,6 +53,8 @@ def trial_row(item: Ranked, extra_params: list[str], mapper_columns: bool = Fals
         "wall_time_s": trial.elapsed_s,
         "error": trial.error or ("; ".join(trial.problems) or None),
     }
+    if gpu_column:
+        row[GPU_PEAK_MEM] = trial.gpu_peak_mem_gb
     # Searched settings beyond k/lr/steps (mixing, loss weights, ...) get a column each.
     row |= {name: trial.params.get(name) for name in extra_params}
     if mapper_columns:
@@ -67,7 +70,9 @@ def extra_params(domains: list[DomainResult]) -> list[str]:
 def trial_rows(domains: list[DomainResult]) -> list[dict[str, Any]]:
     extra = extra_params(domains)
     mapper = any(item.trial.mapper for domain in domains for item in domain.ranked)
-    return [trial_row(item, extra, mapper) for domain in domains for item in domain.ranked]
+    # Peak GPU memory per trial, when any trial ran on CUDA (trials on the CPU leave the cell empty).
+    gpu = any(item.trial.gpu_peak_mem_gb is not None for domain in domains for item in domain.ranked)
+    return [trial_row(item, extra, mapper, gpu) for domain in domains for item in domain.ranked]
 
 
 def best_rows(domains: list[DomainResult], metric: str) -> list[dict[str, Any]]:

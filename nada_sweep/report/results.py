@@ -21,7 +21,13 @@ import yaml
 
 from nada_sweep import run_files
 from nada_sweep.errors import UserError
-from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SELECTABLE, finite
+from nada_sweep.metric_rules import (
+    DEFAULT_COLLAPSE_THRESHOLD,
+    DEFAULT_SELECT_METRIC,
+    GPU_PEAK_MEM,
+    SELECTABLE,
+    finite,
+)
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status, SweepFolder
 
 TRIALS = SweepFolder.TRIALS
@@ -98,6 +104,12 @@ class Trial:
     @property
     def elapsed_s(self) -> float | None:
         return finite(self.history[-1].get("elapsed_s")) if self.history else None
+
+    @property
+    def gpu_peak_mem_gb(self) -> float | None:
+        """The most GPU memory the trial's tensors took (GiB) in any eval line; None for a trial on the CPU."""
+        readings = [value for entry in self.history if (value := finite(entry.get(GPU_PEAK_MEM))) is not None]
+        return max(readings, default=None)
 
     @property
     def generator_step(self) -> int | None:

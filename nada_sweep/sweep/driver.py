@@ -65,17 +65,23 @@ def run_command(
     fresh: bool = False,
     address: str | None = None,
     verbose: bool = False,
+    offline: bool = False,
     console: Console | None = None,
 ) -> int:
     """Run (or continue) the sweep; returns the exit code: 0 all trials succeeded, 1 some failed, 130 stopped.
 
     dry_run: print the trial table only (like validate). fresh: move an existing results folder aside first.
     address: None starts Ray locally; "auto", "host:port" or "ray://host:port" joins a running cluster.
+    offline: never download CLIP weights; otherwise missing ones are fetched here, before any trial starts.
     """
+    from nada_sweep.models.clip_models import ensure_downloaded
+
     console = console or Console()
     if address is not None:
         cluster.check_address(address)
     sweep = load_sweep(path, demo=demo)
+    if not dry_run:
+        ensure_downloaded(sweep.clip_names(), offline=offline)
     print_plan(sweep, console)
     if dry_run:
         console.print("dry run: nothing started")
@@ -98,6 +104,7 @@ def trial_spec(sweep: ResolvedSweep, index: int, plan: TrialPlan | None = None) 
         out_dir=str(sweep.trial_dir(plan)),
         steps=config.steps,
         cpus=sweep.config.resources.cpus,
+        gpus=sweep.config.resources.gpus,
         config=config.model_dump(mode="json"),
         labels={"sweep": sweep.name, "domain": plan.domain, "trial": plan.name, "params": plan.params,
                 "demo": sweep.demo},

@@ -16,10 +16,11 @@ from typing import Any
 import pydantic
 from pydantic import ConfigDict
 
-from nada_sweep.adapt.settings import TrainSettings, layer_selection_on
+from nada_sweep.adapt.settings import TrainSettings, k_problem, layer_selection_on, layer_selection_target_problem
 from nada_sweep.errors import NO_VALUE, Problems, UserError, field_name
 from nada_sweep.images import IMAGE_SUFFIXES, image_files
-from nada_sweep.models.checkpoints import BUILTIN_PREFIX, GENERATOR_PRESETS
+from nada_sweep.models.checkpoints import BUILTIN_PREFIX
+from nada_sweep.models.presets import GENERATOR_PRESETS
 from nada_sweep.sweep import space
 from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep, path_from
 from nada_sweep.sweep.schema import (
@@ -333,7 +334,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: preset {value!r} means the file {path}, which does not exist. Put the "
-                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}) or set "
+                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}; "
+                "`nada-sweep models` says where to get it) or set "
                 "generator to the path of your file; `--demo` runs the same sweep on built-in tiny models"
             )
         resolved = str(path)
@@ -342,7 +344,8 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         if not path.is_file():
             raise UserError(
                 f"{where}: generator: file not found: {path} (got {value!r}); give a rosinality-format .pt file, "
-                f"a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, or builtin:tiny"
+                f"an NVIDIA StyleGAN2-ADA .pkl, a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, "
+                "or builtin:tiny"
             )
         resolved = str(path)
     try:
@@ -373,23 +376,24 @@ def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: P
 def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_prefix: dict[str, tuple[Any, ...]],
              n_latent: int, generator: str, problems: Problems, catalog_problems: Problems) -> None:
     """k within 0..n_latent everywhere it is set, and no layer selection without a target text."""
-    rule = f"larger than the generator's n_latent ({n_latent} for {generator}); k must be 0..{n_latent}"
     k_dim = next((dim for dim in dims if dim.field == "k"), None)
     k_values: list[int] = []
     if k_dim is not None:
         loc = (*dim_prefix["k"], "search", "k") + ((k_dim.kind,) if k_dim.kind != "grid" else ())
         k_values = list(k_dim.values) if k_dim.kind != "randint" else [k_dim.values[1]]
         for index, value in enumerate(k_dim.values):
-            if value > n_latent:
-                problems.add((*loc, index), rule, value)
+            problem = k_problem(value, n_latent, generator)
+            if problem:
+                problems.add((*loc, index), problem, value)
     for domain in domains:
         loc = ("domains", domain.index)
-        if k_dim is None and domain.settings["k"] > n_latent:
-            catalog_problems.add((*loc, "k"), rule, domain.settings["k"])
+        problem = k_problem(domain.settings["k"], n_latent, generator) if k_dim is None else None
+        if problem:
+            catalog_problems.add((*loc, "k"), problem, domain.settings["k"])
         selects = any(layer_selection_on(k, domain.settings["auto_layer_iters"])
                       for k in (k_values or [domain.settings["k"]]))
-        if selects and domain.target is None:
-            catalog_problems.add(loc, "adaptive layer selection (k > 0) needs a `target` text; this domain only "
-                                 "has target_images (set k: 0 for it)")
+        problem = layer_selection_target_problem(selects, domain.target)
+        if problem:
+            catalog_problems.add(loc, problem)
     problems.messages.extend(catalog_problems.messages)
     problems.raise_if_any()

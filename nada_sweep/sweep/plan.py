@@ -65,6 +65,10 @@ class ResolvedSweep:
     def select_mode(self) -> str:
         return metric_rules.mode(self.config.select_metric)
 
+    def clip_names(self) -> list[str]:
+        """Every CLIP model the trials load: the guidance ensemble and the evaluation model."""
+        return list(dict.fromkeys([spec.name for spec in self.clip] + [self.eval_clip or self.clip[0].name]))
+
     @property
     def adaptive(self) -> bool:
         """Whether a searcher per domain picks the trials as results come in (their list is not known ahead)."""

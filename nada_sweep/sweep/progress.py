@@ -256,16 +256,13 @@ def _search_line(sweep: ResolvedSweep) -> str:
 
 def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:
     """Named CLIP models whose weights this machine lacks (trials never download; workers elsewhere may have them)."""
-    import clip
+    from nada_sweep.models.clip_models import CLIP_URLS, clip_cache_path
 
-    from nada_sweep.models.clip_models import clip_cache_path
-
-    names = dict.fromkeys([spec.name for spec in sweep.clip] + [sweep.eval_clip or sweep.clip[0].name])
     return [
-        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); trials that run "
-        "here will fail until it is"
-        for name in names
-        if name in clip.available_models() and not clip_cache_path(name).is_file()
+        f"note: {name} is not downloaded on this machine ({clip_cache_path(name)} is missing); `run` downloads "
+        "it before starting trials (unless --offline)"
+        for name in sweep.clip_names()
+        if name in CLIP_URLS and not clip_cache_path(name).is_file()
     ]
 
 

@@ -15,16 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from nada_sweep.adapt.settings import ClipSpec, TrainSettings
 from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
-from nada_sweep.models.checkpoints import GENERATOR_PRESETS
+from nada_sweep.models.presets import GENERATOR_PRESETS
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: a name becomes a folder
 SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
-# --demo's step budget: small enough that a whole catalog runs in minutes on two CPU cores.
+# --demo's step budget: small enough that a whole catalog runs in minutes on two CPU cores, with a learning rate
+# high enough that the adapted rows visibly differ from the source (at the real 0.002 twenty steps of the tiny
+# model change its pixels by 1.2%, at 0.02 by 11.6%: measured over the 60 demo trials).
 DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 20, "eval_every": 10, "n_eval": 4, "n_samples": 4, "auto_layer_batch": 2,
+    "steps": 20, "eval_every": 10, "lr": 0.02, "n_eval": 4, "n_samples": 4, "auto_layer_batch": 2,
 }
 
 
@@ -65,14 +67,16 @@ class Resources(BaseModel):
 
     cpus: float = Field(1, gt=0, description="CPU cores per trial (torch uses this many threads)")
     gpus: float = Field(
-        0, ge=0, description="GPUs per trial; a fraction (0.5) lets several trials share one GPU; 0 = CPU only"
+        0, ge=0, description="GPUs per trial, at most 1; a fraction (0.5) lets several trials share one GPU "
+        "(each capped at its share of the GPU's memory); 0 = CPU only"
     )
 
     @field_validator("gpus")
     @classmethod
-    def _whole_above_one(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError("above 1 must be a whole number of GPUs (Ray shares only single GPUs)")
+    def _one_at_most(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError("at most 1: a trial trains on one GPU, so more would sit idle; run more trials at "
+                             "once instead (a fraction such as 0.5 shares a GPU between trials)")
         return value
 
 

@@ -139,10 +139,6 @@ def _parse_dim(loc: tuple[str | int, ...], name: str, spec: Any) -> SearchDim:
     return SearchDim(name, kind, (low, high))
 
 
-def trial_count(n_domains: int, dims: Sequence[SearchDim], num_samples: int) -> int:
-    return n_domains * num_samples * math.prod(dim.grid_size for dim in dims)
-
-
 def expand(domains: Sequence[str], dims: Sequence[SearchDim], num_samples: int, seed: int) -> list[TrialPlan]:
     """Every trial of the sweep, in a fixed order: domain, then repeat, then grid cell.
 

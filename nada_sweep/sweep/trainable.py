@@ -7,6 +7,7 @@ The spec travels as plain data in the Tune config (it must survive Tune's experi
 from __future__ import annotations
 
 import os
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +40,7 @@ class TrialSpec(BaseModel):
     out_dir: str  # the trial's run folder
     steps: int
     cpus: float
+    gpus: float = 0  # what Ray reserves for it; > 0 means the trial must train on CUDA
     config: dict[str, Any]  # AdaptConfig, dumped as JSON data
     labels: dict[str, Any]  # written into config.json for the report
     bank: BankSpec | None = None
@@ -61,15 +63,17 @@ def _reportable(entry: dict[str, Any]) -> dict[str, Any]:
 
 def run_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one adaptation, reporting every evaluation to Tune."""
-    import ray
     import torch
     from ray import tune
 
+    from nada_sweep import devices
     from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 
     spec = TrialSpec.model_validate(config[SPEC_KEY])
     folder = RunFolder(spec.out_dir)
-    if not ray.get_gpu_ids():
+    if spec.gpus > 0:
+        devices.use_expandable_segments()
+    else:
         # A trial without a GPU must not touch one, whatever Ray's defaults for CUDA_VISIBLE_DEVICES.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     torch.set_num_threads(max(1, int(spec.cpus)))
@@ -84,12 +88,18 @@ def run_trial(config: dict[str, Any]) -> None:
 
     adapt = spec.adapt_config()
     try:
+        if spec.gpus > 0:
+            devices.claim_gpu_share(spec.gpus)  # refuses to train on the CPU while holding a GPU
         run_adaptation(adapt, folder.root, on_eval=lambda entry: tune.report(_reportable(entry)),
                        labels=spec.labels, frozen_side=_frozen_side(spec, adapt))
-    except Exception as error:
-        if not folder.state().failed:  # the trainer records its own
+    except BaseException as error:
+        if isinstance(error, Exception) and not folder.state().failed:  # the trainer records its own
             folder.update_status(Status.FAILED, f"{type(error).__name__}: {error}")
+        # The traceback's frames hold the run's models and optimiser; a reused worker must not keep them.
+        traceback.clear_frames(error.__traceback__)
         raise
+    finally:
+        devices.release_gpu_memory()
 
 
 def _frozen_side(spec: TrialSpec, adapt: AdaptConfig) -> Any:
