@@ -7,6 +7,8 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -175,3 +177,15 @@ def test_report_every_zero_never_rebuilds(tmp_path, monkeypatch):
         live.on_trial_complete(0, [], None)
     live.close()
     assert live.builds == 0 and os.listdir(tmp_path) == []
+
+
+def test_status_loads_neither_torch_nor_ray(tmp_path):
+    # It runs beside a sweep, maybe on a login node: it must start fast and touch nothing but the folder.
+    root = tmp_path / "tiny"
+    a_sweep_in_progress(root)
+    code = ("import sys\nfrom nada_sweep.cli import main\n"
+            f"assert main(['status', {str(root)!r}]) == 0\n"
+            "print('loaded:', sorted(m for m in ('torch', 'torchvision', 'clip', 'ray') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stdout and "2/5 trials finished" in result.stdout
