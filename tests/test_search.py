@@ -127,6 +127,9 @@ def test_a_saved_search_continues_where_it_stopped(tmp_path):
     fresh = again.suggest("next")["trial"]  # then new suggestions go on numbering the domain's trials
     assert fresh["name"].startswith("002_" if fresh["domain"] != domain else "003_")
 
+    grown = searcher_of(adaptive_sweep(tmp_path, "optuna", num_samples=12), state)  # a bigger budget goes on
+    assert len(grown.suggested()) == len(again.suggested())
+
     changed = adaptive_sweep(tmp_path, "optuna", num_samples=4, extra="search_seed: 5\n")
     with pytest.raises(UserError, match=r"search_seed changed.*--fresh"):
         searcher_of(changed, state)

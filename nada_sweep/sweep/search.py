@@ -259,7 +259,7 @@ class PerDomainSearch(Searcher):
             "search": {dim.field: dim.to_yaml() for dim in self._sweep.search},
             "select_metric": config.select_metric,
             "search_seed": config.search_seed,
-            "search_startup": self._sweep.search_startup,
+            "search_startup": config.search_startup,  # as given: its default follows num_samples, which may grow
         }
 
     def _persist(self) -> None:
