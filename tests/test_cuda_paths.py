@@ -112,6 +112,7 @@ def test_text_embeddings_cached_under_bf16_autocast_are_the_fp32_ones():
         assert got.dtype == torch.float32 and torch.equal(got, want)
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
 def test_resume_keeps_adam_step_counters_on_the_cpu(tiny_config, tmp_path):
     class Stop(Exception):
         pass

@@ -15,10 +15,12 @@ from nada_sweep.adapt.losses import (
     directional_loss,
     global_loss,
     image_direction_target,
+    indomain_loss,
     manifold_loss,
     patch_directional_loss,
     template_text_embedding,
     text_direction,
+    tt_direction_loss,
 )
 from nada_sweep.errors import UserError
 from nada_sweep.models.clip_models import build_tiny_clip, clip, wrap_clip
@@ -111,6 +113,53 @@ def test_manifold_loss_on_constructed_embeddings():
     assert manifold_loss(src, dst, unit(2), unit(2)).item() == pytest.approx(
         ((1 - 1 / math.sqrt(2)) + 0) / 2)
     assert manifold_loss(src, dst, unit(2), unit(3)).item() == pytest.approx((1 / math.sqrt(2) + 1) / 2)
+
+
+def test_indomain_loss_on_constructed_embeddings():
+    src = torch.stack([unit(0), unit(1), unit(0) + unit(1)])  # pair cosines (1,0), (2,0), (2,1): 0, r, r
+    dst = torch.stack([unit(0), 2 * unit(0), 3 * unit(2)])  # the same pairs: 1, 0, 0
+    r = 1 / math.sqrt(2)
+    expected = ((0 - 1) ** 2 + (r - 0) ** 2 + (r - 0) ** 2) / 3
+    assert indomain_loss(src, dst).item() == pytest.approx(expected)
+    assert indomain_loss(src, 5 * src).item() == pytest.approx(0.0, abs=1e-7)  # angles kept: no loss
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        indomain_loss(src[:1], dst[:1])
+
+
+def test_tt_direction_loss_on_constructed_embeddings():
+    dst = torch.stack([unit(0), unit(1), 2 * unit(2)])
+    texts = torch.stack([unit(0), unit(1), unit(3)])
+    # (1,0): e1-e0 vs e1-e0 -> cos 1; (2,0): e2-e0 vs e3-e0 -> cos 1/2; (2,1): likewise 1/2.
+    assert tt_direction_loss(dst, texts).item() == pytest.approx((0 + 0.5 + 0.5) / 3)
+    assert tt_direction_loss(dst[:2], -texts[:2]).item() == pytest.approx(2.0)
+    # One target for every sample: zero text differences count as cosine 0, a constant 1 without gradient.
+    same = unit(3).expand(3, 4)
+    dst = dst.clone().requires_grad_()
+    loss = tt_direction_loss(dst, same)
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0) and torch.count_nonzero(dst.grad) == 0
+
+
+def test_tt_direction_loss_averages_template_differences():
+    # Two templates per sample: the pair's text difference is the mean of the per-template differences.
+    texts = torch.stack([torch.stack([unit(0), unit(1)]), torch.stack([unit(2), 3 * unit(3)])])  # [N=2, T=2, D]
+    towards = torch.stack([unit(0) + unit(1), unit(2) + unit(3)])
+    assert tt_direction_loss(towards, texts).item() == pytest.approx(0.0, abs=1e-6)
+    assert tt_direction_loss(towards.flip(0), texts).item() == pytest.approx(2.0)
+
+
+def test_indomain_term_of_the_guidance_matches_hand_computation():
+    model = shared()
+    src, dst = images(3, 1), images(3, 2)
+    guidance = ClipGuidance([(model, 1.0)], source="photo", target="sketch", lambda_indomain=0.25)
+    got = guidance.loss(dst, guidance.embed_source(src))
+    src_emb, dst_emb = model.encode_images(src), model.encode_images(dst)
+    expected = (directional_loss(src_emb, dst_emb, text_direction(model, "photo", "sketch"))
+                + 0.25 * indomain_loss(src_emb, dst_emb))
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+    alone = ClipGuidance([(model, 1.0)], source="photo", target="sketch", lambda_direction=0, lambda_indomain=1)
+    assert alone.loss(dst, alone.embed_source(src)).item() == pytest.approx(
+        indomain_loss(src_emb, dst_emb).item(), abs=1e-6)
 
 
 def test_patch_loss_with_whole_image_patch_equals_directional_loss():

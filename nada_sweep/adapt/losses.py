@@ -1,5 +1,6 @@
 """StyleGAN-NADA's CLIP losses: text directions from prompt templates, and the directional, global,
-manifold and patch losses, combined over an ensemble of CLIP models by ClipGuidance.
+manifold and patch losses, combined over an ensemble of CLIP models by ClipGuidance; HyperDomainNet's
+in-domain angle-consistency and target-target direction losses.
 
 The loss functions take embeddings as CLIP returns them (not normalised) and normalise inside, so a
 caller can never forget to. Text embeddings are computed once per CLIP model instance, in float32 whatever
@@ -25,7 +26,8 @@ from nada_sweep.models.clip_models import IMAGENET_TEMPLATES, ClipModel
 
 __all__ = [
     "IMAGENET_TEMPLATES", "ClipGuidance", "directional_loss", "global_loss", "image_direction_target",
-    "manifold_loss", "patch_directional_loss", "template_text_embedding", "text_direction",
+    "indomain_loss", "manifold_loss", "patch_directional_loss", "template_text_embedding", "text_direction",
+    "tt_direction_loss",
 ]
 
 
@@ -127,6 +129,42 @@ def manifold_loss(src_emb: Tensor, dst_emb: Tensor, src_text_emb: Tensor, tgt_te
     return (image_cos - text_cos).abs().mean()
 
 
+def _pairs(n: int) -> tuple[Tensor, Tensor]:
+    """Indices (i, j), i > j, of every unordered pair of n samples."""
+    if n < 2:
+        raise ValueError(f"a pairwise loss needs a batch of at least 2 samples, got {n}")
+    i, j = torch.tril_indices(n, n, offset=-1)
+    return i, j
+
+
+def indomain_loss(src_emb: Tensor, dst_emb: Tensor) -> Tensor:
+    """Mean over sample pairs (i, j) of (cos(src_i, src_j) - cos(dst_i, dst_j))^2 (HyperDomainNet's "indomain").
+
+    Keeps the angles between adapted images those between their source images, which counters mode
+    collapse. src_emb, dst_emb: [N, D] image embeddings of the same N >= 2 latents.
+    """
+    i, j = _pairs(src_emb.shape[0])
+    src, dst = F.normalize(src_emb, dim=-1), F.normalize(dst_emb, dim=-1)
+    return ((src[i] * src[j]).sum(-1) - (dst[i] * dst[j]).sum(-1)).square().mean()
+
+
+def tt_direction_loss(dst_emb: Tensor, target_text_embs: Tensor) -> Tensor:
+    """Mean over sample pairs (i, j) of 1 - cos(dst_i - dst_j, text_i - text_j) (HyperDomainNet's "tt_direction").
+
+    dst_emb: [N, D] adapted-image embeddings; target_text_embs: each sample's target-domain text embedding,
+    [N, D], or [N, T, D] per template (the pair's text difference is then averaged over templates). Both
+    are normalised first (each template on its own). As in the reference, a pair whose texts are equal has
+    a zero text difference, whose cosine counts as 0: such a pair adds a constant 1 and no gradient, so the
+    loss only shapes batches that mix target domains (with one domain per batch it is the constant 1).
+    """
+    i, j = _pairs(dst_emb.shape[0])
+    dst, text = F.normalize(dst_emb, dim=-1), F.normalize(target_text_embs, dim=-1)
+    text_delta = text[i] - text[j]
+    if text_delta.ndim == 3:
+        text_delta = text_delta.mean(dim=1)
+    return (1 - F.cosine_similarity(dst[i] - dst[j], text_delta, dim=-1)).mean()
+
+
 def patch_directional_loss(clip: ClipModel, img_src: Tensor, img_dst: Tensor, direction: Tensor,
                            n_patches: int, patch_size: int, generator: torch.Generator | None) -> Tensor:
     """Directional loss on random square crops, cut at the same places from source and adapted images.
@@ -156,7 +194,7 @@ class ClipGuidance:
     """The CLIP loss of one adaptation: an ensemble of CLIP models, each with a weight, and loss weights.
 
     loss = sum_m weight_m * (lambda_direction * directional + lambda_global * global
-                             + lambda_manifold * manifold + lambda_patch * patch)
+                             + lambda_manifold * manifold + lambda_patch * patch + lambda_indomain * indomain)
     Terms whose lambda is 0 are not computed. The target direction is the text direction of source ->
     target, or after use_image_target() the image-guided direction of each model.
     """
@@ -171,6 +209,7 @@ class ClipGuidance:
         lambda_global: float = 0.0,          # 1 - cos(image, "a {target}")
         lambda_manifold: float = 0.0,        # L1 between image and text cosines
         lambda_patch: float = 0.0,           # directional loss on random crops
+        lambda_indomain: float = 0.0,        # angle consistency between the batch's samples (batch >= 2)
         n_patches: int = 1,                  # crops per image for the patch loss
         patch_size: int | None = None,       # crop side in pixels; None: half the image's shorter side
         seed: int = 0,                       # seeds the crop placement
@@ -181,13 +220,13 @@ class ClipGuidance:
             if not (math.isfinite(weight) and weight > 0):
                 raise UserError(f"clip: {clip.name}={weight}: the weight must be a finite number > 0")
         lambdas = {"lambda_direction": lambda_direction, "lambda_global": lambda_global,
-                   "lambda_manifold": lambda_manifold, "lambda_patch": lambda_patch}
+                   "lambda_manifold": lambda_manifold, "lambda_patch": lambda_patch,
+                   "lambda_indomain": lambda_indomain}
         for name, value in lambdas.items():
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name}: {value} must be a finite number >= 0")
         if not any(lambdas.values()):
-            raise UserError("lambda_direction, lambda_global, lambda_manifold, lambda_patch: all are 0; "
-                            "at least one loss needs a weight > 0")
+            raise UserError(f"{', '.join(lambdas)}: all are 0; at least one loss needs a weight > 0")
         if n_patches < 1:
             raise UserError(f"n_patches: {n_patches} must be at least 1")
         if lambda_manifold > 0:
@@ -200,6 +239,7 @@ class ClipGuidance:
         self.source, self.target = source, target
         self.lambda_direction, self.lambda_global = float(lambda_direction), float(lambda_global)
         self.lambda_manifold, self.lambda_patch = float(lambda_manifold), float(lambda_patch)
+        self.lambda_indomain = float(lambda_indomain)
         self.n_patches, self.patch_size = n_patches, patch_size
         self._generator = torch.Generator().manual_seed(seed)
         self._image_target: tuple[Path, Tensor] | None = None  # style folder, generated samples (on CPU)
@@ -246,7 +286,7 @@ class ClipGuidance:
         for index, ((clip, weight), src_emb) in enumerate(zip(self.models, src_embs, strict=True)):
             direction = self._direction(index) if self.lambda_direction or self.lambda_patch else None
             terms: list[Tensor] = []
-            if self.lambda_direction or self.lambda_global or self.lambda_manifold:
+            if self.lambda_direction or self.lambda_global or self.lambda_manifold or self.lambda_indomain:
                 dst_emb = clip.encode_images(img_dst)
                 src_emb = src_emb.to(dst_emb.device)
             if self.lambda_direction:
@@ -263,6 +303,8 @@ class ClipGuidance:
                 src_text = template_text_embedding(clip, self.source)
                 tgt_text = template_text_embedding(clip, self.target)
                 terms.append(self.lambda_manifold * manifold_loss(src_emb, dst_emb, src_text, tgt_text))
+            if self.lambda_indomain:
+                terms.append(self.lambda_indomain * indomain_loss(src_emb, dst_emb))
             if self.lambda_patch:
                 patch_size = self.patch_size or min(img_dst.shape[-2:]) // 2
                 terms.append(self.lambda_patch * patch_directional_loss(

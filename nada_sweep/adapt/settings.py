@@ -16,6 +16,9 @@ from nada_sweep.metric_rules import DEFAULT_SELECT_METRIC, SelectMetric
 # "lr" as the number users know from the reference's README and apply the same factor inside the optimiser.
 REFERENCE_LR_SCALE = 4 / 5
 
+# The names of nada_sweep.adapt.params.PARAMETRIZATIONS (kept here so that settings import no torch).
+ParamsName = Literal["full", "stylespace", "stylespace_sparse", "domain_mod", "affine"]
+
 
 class ClipSpec(BaseModel):
     """One member of the CLIP ensemble that guides training."""
@@ -93,6 +96,12 @@ class TrainSettings(BaseModel):
         "driven",
         description="w index -> layer map: 'driven' = the layers an index really drives; "
         "'reference' = StyleGAN-NADA's off-by-one map, for exact reproduction",
+    )
+    params: ParamsName = Field(
+        "full",
+        description="what trains: 'full' = the generator's conv weights (NADA); light modes leave them frozen: "
+        "'stylespace' = an offset on every style vector, 'stylespace_sparse' = the 20% largest of those, "
+        "'domain_mod' = a per-channel style factor (1 + d), 'affine' = the style layers A",
     )
     mixing: float = Field(0.0, ge=0, le=1, description="style-mixing probability of training latents")
     lambda_direction: float = Field(1.0, ge=0, description="weight of the directional CLIP loss")
