@@ -112,6 +112,25 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def lock_holder(path: Path) -> str | None:
+    """What the holder of the lock at `path` wrote into it (its pid), or None when nobody holds it.
+
+    For onlookers (`nada-sweep status`): it never creates the file, and holds a shared lock only for the instant
+    of the test.
+    """
+    try:
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def sample_name(step: int) -> str:
     return f"step_{step:06d}.png"
 

@@ -28,10 +28,12 @@ def build_report(
     select_metric: str | None = None,
     collapse_threshold: float | None = None,
     console: Console | None = None,
+    running: bool = False,
 ) -> Path:
     """Write leaderboard.{csv,md,json}, index.html, domains/*.html (+ plots), thumbs/ and best/<domain>/.
 
     `select_metric` and `collapse_threshold` override sweep.resolved.yaml (default: clip_direction, 0.5).
+    `running`: built while the sweep runs (`run` rebuilds it every report_every finished trials).
     Raises UserError for a folder that is not a sweep's results folder or a bad selection setting.
     """
     # Imported here: the gallery pulls in matplotlib, jinja2 and PIL, which the sweep driver and its workers
@@ -41,7 +43,7 @@ def build_report(
     sweep = read_sweep(results_dir, select_metric=select_metric, collapse_threshold=collapse_threshold)
     domains = rank_sweep(sweep.trials, sweep.selection)
     document = write_leaderboard(sweep, domains, sweep.root)
-    index, warnings = write_pages(sweep, domains, document)
+    index, warnings = write_pages(sweep, domains, document, running=running)
     if console is not None:
         for warning in [*sweep.warnings, *warnings]:
             console.print(Text(f"warning: {warning}", style="yellow"))
