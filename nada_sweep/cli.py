@@ -1,4 +1,5 @@
-"""The `nada-sweep` command line: run | validate | adapt | report | generate | invert | video | convert | models.
+"""The `nada-sweep` command line: run | validate | status | adapt | report | generate | invert | video |
+convert | models.
 
 Every bad input ends as one message naming the file/field/value and exit code 2, never a traceback.
 """
@@ -242,6 +243,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from nada_sweep.report.status import status_command
+
+    if args.interval <= 0:
+        raise UserError(f"--interval: {args.interval} must be a positive number of seconds")
+    return status_command(args.results_dir, watch=args.watch, interval=args.interval, console=console)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from nada_sweep.models.checkpoints import convert_generator
 
@@ -299,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="same catalog and search on tiny random-weight models")
     run.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
     run.add_argument("--fresh", action="store_true", help="move an existing results folder aside and start over")
-    run.add_argument("--address", help="join a Ray cluster: 'auto' or ray://host:port (default: local Ray)")
+    run.add_argument("--address", help="join a running Ray cluster: 'auto' (the one this machine belongs to), "
+                     "host:port (the head's address) or ray://host:port (Ray Client); default: a local Ray")
     run.add_argument("--verbose", action="store_true", help="show Ray's own output")
     run.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     add_media_options(run)
@@ -311,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("sweep", help="sweep YAML file")
     validate.add_argument("--demo", action="store_true", help="validate the --demo variant")
     validate.set_defaults(handler=cmd_validate)
+
+    status = commands.add_parser(
+        "status",
+        help="where a sweep stands, read from its results folder (also while it runs, from anywhere that sees it)",
+        formatter_class=_HelpFormatter,
+        description="Trials finished, running and failed per domain, each running trial's step and latest "
+        "metric, each domain's best trial so far and an ETA, all read from RESULTS_DIR.",
+    )
+    status.add_argument("results_dir", help="the sweep's results folder, e.g. results/ffhq")
+    status.add_argument("--watch", action="store_true", help="redraw it until Ctrl+C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws with --watch")
+    status.set_defaults(handler=cmd_status)
 
     adapt = commands.add_parser(
         "adapt",

@@ -52,6 +52,11 @@ def mode(metric: str) -> str:
     return "min" if metric in LOWER_IS_BETTER else "max"
 
 
+# An eval line marked so was taken while the trained numbers were not final (a sparse parametrization still
+# pruning): it is reported but never the best step.
+UNSETTLED = "unsettled"
+
+
 def best_entry(history: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] | None:
     """The eval line with the best `metric` (ties: the later step), or None when no line has a finite value.
 
@@ -59,6 +64,8 @@ def best_entry(history: Iterable[dict[str, Any]], metric: str) -> dict[str, Any]
     """
     best = None
     for entry in history:
+        if entry.get(UNSETTLED):
+            continue
         if is_better(metric, entry.get(metric), None if best is None else best.get(metric)):
             best = entry
     return best

@@ -21,7 +21,7 @@ STATUS = "status.json"
 METRICS = "metrics.jsonl"
 STATE = "state.pt"
 GENERATOR = "generator.pt"
-DOMAIN = "domain.pt"  # a light-mode trial's offsets, beside its folded generator.pt
+DOMAIN = "domain.pt"  # light parametrizations: the offsets alone, beside the folded generator.pt
 MAPPER = "mapper.pt"  # beside the generator it was trained on
 SAMPLES = "samples"
 SOURCE_SAMPLES = "source.png"
@@ -110,6 +110,25 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_holder(path: Path) -> str | None:
+    """What the holder of the lock at `path` wrote into it (its pid), or None when nobody holds it.
+
+    For onlookers (`nada-sweep status`): it never creates the file, and holds a shared lock only for the instant
+    of the test.
+    """
+    try:
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def sample_name(step: int) -> str:

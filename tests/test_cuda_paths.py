@@ -7,12 +7,13 @@ the CPU, training steps that read nothing back from the device, and peak GPU mem
 
 from __future__ import annotations
 
-import copy
 import csv
 import types
 
 import pytest
 import torch
+
+from nada_sweep.adapt.params import build_params
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
@@ -123,8 +124,9 @@ def test_resume_keeps_adam_step_counters_on_the_cpu(tiny_config, tmp_path):
     with pytest.raises(Stop):
         run_adaptation(tiny_config, tmp_path / "run", on_eval=stop)
     # The trained side on another device (meta stands in for a GPU): moments follow it, step counters stay put.
-    g_train = copy.deepcopy(load_generator("builtin:tiny").generator).to(META)
-    resumed = types.SimpleNamespace(device=META, g_train=g_train, optimiser=torch.optim.Adam(g_train.parameters()))
+    g_train = build_params("full", load_generator("builtin:tiny").generator.to(META))
+    resumed = types.SimpleNamespace(device=META, g_train=g_train, optimiser=torch.optim.Adam(g_train.parameters()),
+                                    steps_done=0)
     progress = _TrainingProgress.restore(RunFolder(tmp_path / "run"), resumed, tiny_config.select_metric)
     assert progress.step == tiny_config.eval_every
     states = list(resumed.optimiser.state.values())

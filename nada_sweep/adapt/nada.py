@@ -7,21 +7,15 @@ schedules or files (nada_sweep.adapt.run holds those).
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from nada_sweep.adapt.layers import (
-    default_trainable,
-    layers_for_indices,
-    pick_w_indices,
-    set_trainable,
-    trainable_indices,
-)
+from nada_sweep.adapt.layers import layers_for_indices, pick_w_indices, trainable_indices
 from nada_sweep.adapt.losses import ClipGuidance
-from nada_sweep.adapt.settings import REFERENCE_LR_SCALE, AdaptConfig
+from nada_sweep.adapt.params import build_params
+from nada_sweep.adapt.settings import AdaptConfig
 from nada_sweep.models.checkpoints import LoadedGenerator
 from nada_sweep.models.clip_models import load_clip
 
@@ -70,23 +64,21 @@ class Adaptation:
         self.device = device
         self.guidance = guidance
         self.g_frozen = loaded.generator.to(device).eval().requires_grad_(False)
-        self.g_train = copy.deepcopy(self.g_frozen).train()
-        set_trainable(self.g_train, default_trainable(self.g_train))
+        # The trained side: a copy of the generator (full) or offsets on the frozen one itself (light modes).
+        self.g_train = build_params(config.params, self.g_frozen, steps=config.steps)
         # Adam skips parameters without gradients, so one optimiser serves whichever layers are selected.
-        scaled = REFERENCE_LR_SCALE
-        self.optimiser = torch.optim.Adam(
-            self.g_train.parameters(), lr=config.lr * scaled, betas=(0**scaled, 0.99**scaled)
-        )
+        self.optimiser = self.g_train.make_optimiser(config.lr)
         self.randomize_noise = True  # tests turn this off to compare steps on identical noise
         self.chosen_indices: list[int] | None = None
         # Indices that drive only a ToRGB layer would select nothing trainable, so they are never chosen.
         self.candidates = trainable_indices(self.g_train, config.layer_map)
         # Until the first update the twins render the same images, which the directional loss must nudge apart.
         self._untrained = True
+        self.steps_done = 0  # optimiser steps taken (a resumed run sets it), for schedules such as pruning
         if device.type == "cuda":
             self.use_cuda_switches()
         if config.compile:
-            self.g_train.compile()  # in place: parameter names, and so saved files, stay as they are
+            self.g_train.generator.compile()  # in place: parameter names, and so saved files, stay as they are
 
     def use_cuda_switches(self) -> None:
         """Set torch's process-wide CUDA switches from this run's config (each trial of a worker sets its own)."""
@@ -122,7 +114,7 @@ class Adaptation:
                 randomize_noise=self.randomize_noise,
                 candidates=self.candidates,
             )
-        set_trainable(self.g_train, layers_for_indices(self.g_train, indices, self.config.layer_map))
+        self.g_train.select(layers_for_indices(self.g_train, indices, self.config.layer_map))
         self.chosen_indices = indices
         return indices
 
@@ -141,6 +133,8 @@ class Adaptation:
         loss.backward()
         self.optimiser.step()
         self._untrained = False
+        self.steps_done += 1
+        self.g_train.after_step(self.steps_done)
         return loss.detach()
 
     def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
@@ -159,4 +153,5 @@ def load_guidance(config: AdaptConfig, device: torch.device) -> ClipGuidance:
         lambda_global=config.lambda_global,
         lambda_manifold=config.lambda_manifold,
         lambda_patch=config.lambda_patch,
+        lambda_indomain=config.lambda_indomain,
     )

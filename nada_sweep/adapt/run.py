@@ -10,7 +10,6 @@ weights, optimiser and RNG state) from which a rerun continues.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -23,12 +22,14 @@ import torch
 from nada_sweep import run_files
 from nada_sweep.adapt.evaluate import Evaluator
 from nada_sweep.adapt.mapper import save_mapper, train_mapper
+from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
 from nada_sweep.adapt.nada import Adaptation, FrozenSide, LiveFrozenSide, load_guidance
-from nada_sweep.adapt.settings import AdaptConfig, k_problem, layer_selection_target_problem
+from nada_sweep.adapt.params import Full
+from nada_sweep.adapt.settings import AdaptConfig, changed_settings, k_problem, layer_selection_target_problem
 from nada_sweep.devices import peak_memory_metrics, reset_peak_memory, resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
-from nada_sweep.metric_rules import best_entry
+from nada_sweep.metric_rules import UNSETTLED, best_entry
 from nada_sweep.models.checkpoints import LoadedGenerator, is_random_weight, load_generator, save_generator
 from nada_sweep.models.clip_models import check_prompt, load_clip
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
@@ -113,7 +114,8 @@ def _train(
 
     random_weights = is_random_weight(loaded) or any(m.random_weights for m, _ in guidance.models)
     label = RANDOM_WEIGHT_LABEL if random_weights or eval_clip.random_weights else None
-    config_record |= {"generator": loaded.spec.to_dict(), "random_weights": label is not None, "label": label}
+    config_record |= {"generator": loaded.spec.to_dict(), "random_weights": label is not None, "label": label,
+                      "trainable": adaptation.g_train.num_trainable()}
     run_files.write_json(folder.path(run_files.CONFIG), config_record)
     save_grid(evaluator.source_grid, folder.samples / run_files.SOURCE_SAMPLES, label)
 
@@ -165,7 +167,7 @@ def _mapper_stage(
     config: AdaptConfig, folder: RunFolder, adaptation: Adaptation, evaluator: Evaluator, label: str | None
 ) -> None:
     """Train the latent mapper on the best step's weights; its metrics go to mapper_metrics.json."""
-    adapted = copy.deepcopy(adaptation.g_train).eval()
+    adapted = adaptation.g_train.fold()
     best = torch.load(folder.path(run_files.GENERATOR), map_location=adaptation.device, weights_only=True)
     adapted.load_state_dict(best["g_ema"])
     mapper, clip_losses = train_mapper(adapted, config.mapper, adaptation.guidance.global_text_loss, seed=config.seed)
@@ -191,14 +193,20 @@ def _save_weights(
     step: int,
     label: str | None,
 ) -> None:
+    params = adaptation.g_train
     metadata = {
         "source": config.source,
         "target": config.target or config.target_images,
         "step": step,
         "random_weights": label is not None,
         "adapted_from": config.generator,
+        "params": config.params,
+        "trainable": params.num_trainable(),
     }
-    save_generator(folder.path(run_files.GENERATOR), adaptation.g_train, loaded.latent_avg, metadata)
+    # generator.pt is always a plain rosinality generator, whatever trained; light modes add their offsets.
+    save_generator(folder.path(run_files.GENERATOR), params.fold(), loaded.latent_avg, metadata)
+    if config.params != Full.name:
+        save_domain(folder.path(run_files.DOMAIN), domain_of(params, base_identity(config.generator), metadata))
 
 
 def _claim_folder(folder: RunFolder, config_record: dict[str, Any]) -> None:
@@ -207,7 +215,7 @@ def _claim_folder(folder: RunFolder, config_record: dict[str, Any]) -> None:
         existing = run_files.read_json(path)
         # A run that failed before its first eval holds nothing worth keeping; its folder may be reused.
         holds_work = folder.history() or folder.path(run_files.STATE).exists() or folder.is_finished()
-        if existing.get("config") != config_record["config"] and holds_work:
+        if changed_settings(existing.get("config") or {}, config_record["config"]) and holds_work:
             raise UserError(
                 f"{folder.root}: holds a run with a different configuration; choose another output folder "
                 "or start over explicitly (adapt --overwrite, run --fresh)"
@@ -218,6 +226,7 @@ def _claim_folder(folder: RunFolder, config_record: dict[str, Any]) -> None:
 @dataclass
 class _TrainingProgress:
     metric: str
+    settled_step: int = 0  # evaluations before it are not kept as the best step (a sparse mode still pruning)
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation, on the device
@@ -225,7 +234,7 @@ class _TrainingProgress:
 
     @classmethod
     def restore(cls, folder: RunFolder, adaptation: Adaptation, metric: str) -> _TrainingProgress:
-        progress = cls(metric)
+        progress = cls(metric, getattr(adaptation.g_train, "settled_step", 0))
         state_path = folder.path(run_files.STATE)
         if not state_path.exists():
             folder.write_history([])
@@ -233,7 +242,11 @@ class _TrainingProgress:
         # On the CPU: load_state_dict moves weights and Adam's moments to their parameters' devices but keeps
         # Adam's step counters where they were loaded, and counters on a GPU make every optimiser step wait.
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        adaptation.g_train.load_state_dict(state["g_train"])
+        if "params" in state:
+            adaptation.g_train.load_state_dict(state["params"])
+        else:  # written before parametrizations existed: the fine-tuned generator's weights
+            adaptation.g_train.generator.load_state_dict(state["g_train"])
+        adaptation.steps_done = state["step"]
         adaptation.optimiser.load_state_dict(state["optimiser"])
         torch.set_rng_state(state["rng"])
         if adaptation.device.type == "cuda" and "cuda_rng" in state:
@@ -254,6 +267,8 @@ class _TrainingProgress:
                ) -> dict[str, Any]:
         mean_loss = sum(losses) / len(losses) if losses else None
         entry = {"step": step, "loss": mean_loss, **metrics, "elapsed_s": round(self.elapsed_before + elapsed, 3)}
+        if step < self.settled_step:
+            entry[UNSETTLED] = True
         self.history.append(entry)
         entry["best_step"] = self.best_step
         return entry
@@ -265,7 +280,7 @@ class _TrainingProgress:
 
     def checkpoint(self, folder: RunFolder, adaptation: Adaptation) -> None:
         state = {
-            "g_train": adaptation.g_train.state_dict(),
+            "params": adaptation.g_train.state_dict(),
             "optimiser": adaptation.optimiser.state_dict(),
             "rng": torch.get_rng_state(),
             "step": self.history[-1]["step"],

@@ -6,9 +6,10 @@ identifies the run (generator, prompts, CLIP ensemble). Field descriptions doubl
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from nada_sweep.metric_rules import DEFAULT_SELECT_METRIC, SelectMetric
 
@@ -114,6 +115,9 @@ class TrainSettings(BaseModel):
     lambda_global: float = Field(0.0, ge=0, description="weight of the global CLIP loss")
     lambda_manifold: float = Field(0.0, ge=0, description="weight of the manifold (similarity-preserving) loss")
     lambda_patch: float = Field(0.0, ge=0, description="weight of the patch-level directional loss")
+    lambda_indomain: float = Field(
+        0.0, ge=0, description="weight of HyperDomainNet's in-domain angle-consistency loss (needs batch >= 2)"
+    )
     eval_every: int = Field(50, gt=0, description="evaluate, save samples and report metrics every this many steps")
     n_samples: int = Field(8, gt=0, le=64, description="fixed latents rendered in each sample grid")
     n_eval: int = Field(16, gt=1, description="fixed latents on which metrics are computed")
@@ -153,9 +157,20 @@ class TrainSettings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _indomain_needs_pairs(self) -> TrainSettings:
+        if self.lambda_indomain > 0 and self.batch < 2:
+            raise ValueError(f"lambda_indomain compares the angles between a batch's samples: it needs batch >= 2 "
+                             f"(got batch {self.batch})")
+        return self
+
+    @model_validator(mode="after")
     def _compile_without_selection(self) -> TrainSettings:
         # Which parameters require gradients is part of what torch.compile specialises on: every new set of
         # trained layers compiles again, and past torch's recompile limit the run silently goes on uncompiled.
+        if self.compile and self.params != "full":
+            raise ValueError(f"compile: true compiles the fine-tuned generator; params: {self.params!r} trains "
+                             "offsets applied by per-call hooks, which torch.compile would trace again every step; "
+                             "set compile: false")
         if self.compile and self.selects_layers:
             raise ValueError(
                 f"compile: true cannot be combined with adaptive layer selection (k: {self.k}, auto_layer_iters: "
@@ -197,3 +212,16 @@ class AdaptConfig(TrainSettings):
     @property
     def eval_clip_name(self) -> str:
         return self.eval_clip or self.clip[0].name
+
+
+def changed_settings(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The settings in which a run folder's recorded config differs from `current` (both AdaptConfig data).
+
+    The record is read through AdaptConfig first, so a record written by an older version (a setting it did not
+    have yet, an old name such as layer_map `true`) only differs where the run really would.
+    """
+    try:
+        recorded = AdaptConfig.model_validate(dict(recorded)).model_dump(mode="json")
+    except ValidationError:
+        pass
+    return sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))

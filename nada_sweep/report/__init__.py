@@ -29,11 +29,13 @@ def build_report(
     collapse_threshold: float | None = None,
     export_full: bool | None = None,
     console: Console | None = None,
+    running: bool = False,
 ) -> Path:
     """Write leaderboard.{csv,md,json}, index.html, domains/*.html (+ plots), thumbs/ and best/<domain>/.
 
     `select_metric`, `collapse_threshold` and `export_full` override sweep.resolved.yaml (default:
     clip_direction, 0.5, off: best/ holds a light-mode winner's domain.pt, not its folded generator.pt).
+    `running`: built while the sweep runs (`run` rebuilds it every report_every finished trials).
     Raises UserError for a folder that is not a sweep's results folder or a bad selection setting.
     """
     # Imported here: the gallery pulls in matplotlib, jinja2 and PIL, which the sweep driver and its workers
@@ -44,7 +46,7 @@ def build_report(
                        export_full=export_full)
     domains = rank_sweep(sweep.trials, sweep.selection)
     document = write_leaderboard(sweep, domains, sweep.root)
-    index, warnings = write_pages(sweep, domains, document)
+    index, warnings = write_pages(sweep, domains, document, running=running)
     if console is not None:
         for warning in [*sweep.warnings, *warnings]:
             console.print(Text(f"warning: {warning}", style="yellow"))

@@ -78,8 +78,9 @@ def _url(parts: Sequence[str], depth: int) -> str:
 class Pages:
     """Builds the pages of one sweep; `depth` is how deep below the results folder a page lives."""
 
-    def __init__(self, sweep: Sweep, domains: list[DomainResult], document: dict[str, Any]) -> None:
+    def __init__(self, sweep: Sweep, domains: list[DomainResult], document: dict[str, Any], running: bool) -> None:
         self.sweep = sweep
+        self.running = running
         self.root = sweep.root
         self.domains = domains
         self.document = document
@@ -181,7 +182,9 @@ class Pages:
             style=Markup(self.style),
             script=Markup(self.script),
             csp=_csp(self.script, self.style),
-            generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            finished=_finished_text(self.sweep),
+            running=self.running,
             **context,
         )
         atomic_write(path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
@@ -324,6 +327,11 @@ class Pages:
         return path
 
 
+def _finished_text(sweep: Sweep) -> str:
+    finished = sum(trial.status.done or trial.status.failed for trial in sweep.trials)
+    return f"{finished} of {sweep.total} trials finished"
+
+
 def _is_numeric(values: list[Any]) -> bool:
     present = [v for v in values if v is not None]
     return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
@@ -363,9 +371,13 @@ def _thumbnail(source: Path, dest: Path) -> bool:
     return True
 
 
-def write_pages(sweep: Sweep, domains: list[DomainResult], document: dict[str, Any]) -> tuple[Path, list[str]]:
-    """Every page, thumbnail, plot and best generator; returns index.html and warnings."""
-    pages = Pages(sweep, domains, document)
+def write_pages(sweep: Sweep, domains: list[DomainResult], document: dict[str, Any], *, running: bool = False
+                ) -> tuple[Path, list[str]]:
+    """Every page, thumbnail, plot and best generator; returns index.html and warnings.
+
+    `running`: the sweep is still running; the pages say so and reload themselves.
+    """
+    pages = Pages(sweep, domains, document, running)
     for domain in domains:
         pages.domain_page(domain)
     index = pages.index()

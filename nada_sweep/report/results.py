@@ -172,7 +172,13 @@ class Sweep:
     demo: bool
     demo_label: str | None
     warnings: list[str]
+    planned: dict[str, int] = field(default_factory=dict)  # domain -> trials it will run (sweep.resolved.yaml)
     export_full: bool = False  # best/ gets light-mode winners' folded generator.pt beside their domain.pt
+
+    @property
+    def total(self) -> int:
+        """Trials of the sweep in all: those planned, or those on disk when the plan is unknown or outgrown."""
+        return max(sum(self.planned.values()), len(self.trials))
 
 
 def contained(path: Path, root: Path) -> Path | None:
@@ -225,6 +231,7 @@ def read_sweep(
         demo=demo,
         demo_label=next((t.label for t in trials if t.label), RANDOM_WEIGHT_LABEL) if demo else None,
         warnings=warnings,
+        planned=_planned(resolved),
         export_full=bool(resolved.get("export_full")) if export_full is None else export_full,
     )
 
@@ -239,6 +246,22 @@ def _read_sweep_config(root: Path, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f"{path}: unreadable ({error}); using the default selection")
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _planned(resolved: dict[str, Any]) -> dict[str, int]:
+    """Trials per domain the resolved sweep will run: its trial list, or num_samples per domain when a searcher
+    picks the trials as it goes."""
+    planned: dict[str, int] = {}
+    trials, domains = resolved.get("trials"), resolved.get("domains")
+    if isinstance(trials, list) and trials:
+        for entry in trials:
+            if isinstance(entry, dict) and isinstance(entry.get("domain"), str):
+                planned[entry["domain"]] = planned.get(entry["domain"], 0) + 1
+    elif isinstance(domains, list) and isinstance(resolved.get("num_samples"), int):
+        for entry in domains:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                planned[entry["name"]] = resolved["num_samples"]
+    return planned
 
 
 def _trials_metric(trials: list[Trial]) -> str | None:

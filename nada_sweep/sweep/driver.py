@@ -1,10 +1,12 @@
-"""`nada-sweep validate` and `nada-sweep run` on the driver: Ray start/join, the Tuner, resume, the lock, and
-the statuses of trials that Tune stopped.
+"""`nada-sweep validate` and `nada-sweep run` on the driver: the Tuner, resume, the lock, the statuses of trials
+that Tune stopped, the report at the end (Ray itself is started or joined by nada_sweep.sweep.cluster).
 
 Each trial runs in its own folder, results/<sweep>/trials/<domain>/<trial>/, named from the searched values so
 that a rerun finds it again. Resuming therefore needs nothing from Ray: running the same command again skips
 finished trials (their recorded metrics are replayed to Tune), continues interrupted ones from their state.pt,
-and retries failed ones. Tune's own experiment state (storage) is only bookkeeping.
+and retries failed ones. Tune's own experiment state (storage) is only bookkeeping. With an adaptive search
+(optuna, hyperopt) the trials are suggested as results come in, by one searcher per domain whose state is kept
+in the results folder too (nada_sweep.sweep.search).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,17 +23,22 @@ from rich.console import Console
 from rich.text import Text
 
 from nada_sweep import metric_rules, run_files
+from nada_sweep.adapt.settings import changed_settings
 from nada_sweep.errors import UserError
 from nada_sweep.run_files import RunFolder, Status, SweepFolder
+from nada_sweep.sweep import cluster
+from nada_sweep.sweep.live_report import LiveReport
 from nada_sweep.sweep.load import load_sweep
 from nada_sweep.sweep.plan import ResolvedSweep
 from nada_sweep.sweep.progress import SweepProgress, TrialOutcome, print_plan, print_summary, say
+from nada_sweep.sweep.space import TrialPlan
 from nada_sweep.sweep.trainable import SPEC_KEY, BankSpec, TrialSpec, run_trial, spec_of
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
     from nada_sweep.adapt.settings import AdaptConfig
+    from nada_sweep.sweep.search import PerDomainSearch
 
 EXIT_OK = 0
 EXIT_TRIALS_FAILED = 1
@@ -48,7 +54,7 @@ def validate_command(path: str | Path, *, demo: bool = False, console: Console |
     console = console or Console()
     sweep = load_sweep(path, demo=demo)
     print_plan(sweep, console)
-    say(console, Text.assemble(("valid", "green"), f": {sweep.sweep_file} ({len(sweep.trials)} trials)"))
+    say(console, Text.assemble(("valid", "green"), f": {sweep.sweep_file} ({sweep.trial_total} trials)"))
     return EXIT_OK
 
 
@@ -66,12 +72,14 @@ def run_command(
     """Run (or continue) the sweep; returns the exit code: 0 all trials succeeded, 1 some failed, 130 stopped.
 
     dry_run: print the trial table only (like validate). fresh: move an existing results folder aside first.
-    address: None starts Ray locally; "auto" or "ray://host:port" joins a running cluster.
+    address: None starts Ray locally; "auto", "host:port" or "ray://host:port" joins a running cluster.
     offline: never download CLIP weights; otherwise missing ones are fetched here, before any trial starts.
     """
     from nada_sweep.models.clip_models import ensure_downloaded
 
     console = console or Console()
+    if address is not None:
+        cluster.check_address(address)
     sweep = load_sweep(path, demo=demo)
     if not dry_run:
         ensure_downloaded(sweep.clip_names(), offline=offline)
@@ -86,9 +94,9 @@ def run_command(
 # The trials
 
 
-def trial_spec(sweep: ResolvedSweep, index: int) -> TrialSpec:
-    """Everything trial `index` needs (it travels in the Tune config and its experiment state)."""
-    plan = sweep.trials[index]
+def trial_spec(sweep: ResolvedSweep, index: int, plan: TrialPlan | None = None) -> TrialSpec:
+    """Everything trial `index` (`plan`, default sweep.trials[index]) needs; it travels in the Tune config."""
+    plan = plan or sweep.trials[index]
     config = sweep.adapt_config(plan)
     return TrialSpec(
         index=index,
@@ -123,13 +131,38 @@ def estimated_cost(config: AdaptConfig) -> float:
     return config.steps * per_step + (mapper.steps * mapper.batch if mapper else 0)
 
 
-def _plan_frozen_bank(sweep: ResolvedSweep, specs: list[TrialSpec]) -> None:
-    """Where each trial's shared frozen bank lives and how many steps it must cover (nada_sweep.adapt.bank)."""
+def _plan_frozen_bank(sweep: ResolvedSweep, specs: list[TrialSpec], others: list[AdaptConfig]) -> None:
+    """Where each trial's shared frozen bank lives and how many steps it must cover (nada_sweep.adapt.bank).
+
+    `others`: configs of trials not in `specs` that may share a bank with them (an adaptive search's bounds).
+    """
     from nada_sweep.adapt.bank import bank_entries
 
-    sizes = bank_entries([sweep.adapt_config(plan) for plan in sweep.trials])
+    sizes = bank_entries([spec.adapt_config() for spec in specs] + others)
     for spec, size in zip(specs, sizes):
         spec.bank = BankSpec(dir=str(SweepFolder(sweep.results_root).bank), entries=size)
+
+
+def adaptive_spec(sweep: ResolvedSweep) -> Callable[[TrialPlan, int], TrialSpec]:
+    """The spec maker of an adaptive search: a suggested trial's spec, its bank sized for every trial possible."""
+    bounds = [sweep.adapt_config(plan) for plan in sweep.probe_trials()]
+
+    def make(plan: TrialPlan, index: int) -> TrialSpec:
+        spec = trial_spec(sweep, index, plan)
+        _plan_frozen_bank(sweep, [spec], bounds)
+        return spec
+
+    return make
+
+
+def _max_steps(sweep: ResolvedSweep, specs: list[TrialSpec]) -> dict[str, int]:
+    """The most steps any trial of each domain can run (an adaptive search: over every value it may suggest)."""
+    budgets = [(s.domain, s.steps) for s in specs] if not sweep.adaptive else [
+        (plan.domain, sweep.adapt_config(plan).steps) for plan in sweep.probe_trials()]
+    most: dict[str, int] = {}
+    for domain, steps in budgets:
+        most[domain] = max(most.get(domain, 0), steps)
+    return most
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -151,71 +184,60 @@ def run_sweep(
         move_aside(root, console)
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root):
-        specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
-        _plan_frozen_bank(sweep, specs)
+        searcher = None
+        if sweep.adaptive:
+            from nada_sweep.sweep.search import STATE_FILE, PerDomainSearch
+
+            make = adaptive_spec(sweep)
+            searcher = PerDomainSearch(sweep, make, root / STATE_FILE)  # continues a saved search
+            specs = [make(plan, index) for plan, index in searcher.suggested()]
+        else:
+            specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
+            _plan_frozen_bank(sweep, specs, [])
         _check_existing_trials(sweep, specs)
-        specs = longest_first(sweep, specs)
         started = time.monotonic()
-        with _ray_for_run(address, verbose) as release_ray:
+        with cluster.ray_for_run(address, verbose) as release_ray:
             try:
-                _fit(sweep, specs, verbose=verbose, console=console)
+                _fit(sweep, longest_first(sweep, specs) if searcher is None else specs, searcher,
+                     verbose=verbose, console=console)
             finally:
                 release_ray()  # the report needs no Ray
-            outcomes = collect_outcomes(sweep)
+            outcomes = collect_outcomes(sweep, searcher)
             report_index = _report(sweep, console)
             print_summary(sweep, outcomes, time.monotonic() - started, report_index, console)
             return exit_code(outcomes)
 
 
-@contextlib.contextmanager
-def _ray_for_run(address: str | None, verbose: bool) -> Iterator[Callable[[], None]]:
-    """Ray for this run: the one a caller (a notebook, the tests) is connected to, else one started here.
-
-    Yields `release`: once the trials are over it starts stopping a Ray started here in the background (about
-    1.5 s, spent while the report is built); leaving the block waits for that stop.
-    """
-    import ray
-
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        _start_ray(address, verbose)
-    stopping: threading.Thread | None = None
-
-    def release() -> None:
-        nonlocal stopping
-        if owns_ray and stopping is None:
-            stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
-            stopping.start()
-
-    try:
-        yield release
-    finally:
-        release()
-        if stopping is not None:
-            stopping.join()
-
-
-def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], *, verbose: bool, console: Console) -> None:
+def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch | None, *, verbose: bool,
+         console: Console) -> None:
+    """Run the trials on Tune: `specs` as a fixed list, or, with `searcher`, as it suggests them."""
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the legacy output engine prints nothing
         # Tune logs advice (e.g. resume with Tuner.restore) that does not apply to this command.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     from ray import tune
 
+    from nada_sweep.sweep.trackers import tracker_callbacks
 
-    _check_cluster(sweep)
+    cluster.check_cluster(sweep)
     # Only now: a run refused for its resources leaves the resolved config of the last real run in place.
     write_resolved(sweep)
     title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
-    progress = SweepProgress(title, len(specs), sweep.config.select_metric, console)
+    progress = SweepProgress(title, sweep.trial_total, sweep.config.select_metric, console)
+    live_report = LiveReport(sweep.results_root, sweep.config.report_every)
     stopped: dict[str, int | None] = {}
     resources = sweep.config.resources
+    if searcher is None:
+        param_space = {SPEC_KEY: tune.grid_search([spec.model_dump(mode="json") for spec in specs])}
+    else:
+        param_space = {}  # every trial's config comes from the searcher
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": resources.cpus, "gpu": resources.gpus}),
-        param_space={SPEC_KEY: tune.grid_search([spec.model_dump(mode="json") for spec in specs])},
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            scheduler=_scheduler(sweep, specs, progress, stopped),
-            num_samples=1,
+            search_alg=searcher,
+            scheduler=_scheduler(sweep, _max_steps(sweep, specs), progress, stopped),
+            num_samples=1 if searcher is None else -1,  # -1: until the searcher says it has finished
             max_concurrent_trials=sweep.config.max_concurrent,
             reuse_actors=True,  # a worker keeps its loaded generator/CLIP models for the next trial
             trial_name_creator=_trial_name,
@@ -225,7 +247,7 @@ def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], *, verbose: bool, console
             name=time.strftime("run-%Y%m%d-%H%M%S"),
             storage_path=sweep.storage,
             failure_config=tune.FailureConfig(max_failures=sweep.config.retries),
-            callbacks=[progress],
+            callbacks=[progress, live_report, *tracker_callbacks(sweep)],
             verbose=1 if verbose else 0,
         ),
     )
@@ -233,6 +255,7 @@ def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], *, verbose: bool, console
         tuner.fit()
     finally:
         progress.close()
+        live_report.close()
         _settle_statuses(progress.started - progress.errored.keys(), stopped, _early_stopping_metric(sweep))
         _settle_lost_trials(progress.errored)
 
@@ -284,37 +307,7 @@ def _trial_name(trial: Trial) -> str:
     return f"{spec.index:04d}-{spec.domain}-{spec.name}"[:120]
 
 
-def _start_ray(address: str | None, verbose: bool) -> None:
-    import ray
-
-    level = logging.INFO if verbose else logging.ERROR
-    try:
-        if address is None:
-            # "local": a private instance even when RAY_ADDRESS or a `ray start` cluster exists on this machine.
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level)
-        else:
-            ray.init(address=address, log_to_driver=verbose, logging_level=level)
-    except ConnectionError as error:
-        raise UserError(f"--address {address}: cannot connect to a Ray cluster ({error}); start one with "
-                        "`ray start --head` or omit --address to run locally") from None
-
-
-def _check_cluster(sweep: ResolvedSweep) -> None:
-    """Refuse requests the cluster can never satisfy (Tune would wait for them forever)."""
-    import ray
-
-    available = ray.cluster_resources()
-    resources = sweep.config.resources
-    where = f"{sweep.sweep_file}: resources"
-    if resources.gpus > 0 and available.get("GPU", 0) < resources.gpus:
-        raise UserError(f"{where}.gpus: each trial asks for {resources.gpus:g} GPU but the Ray cluster has "
-                        f"{available.get('GPU', 0):g}; set gpus: 0 to train on CPUs (or try --demo)")
-    if available.get("CPU", 0) < resources.cpus:
-        raise UserError(f"{where}.cpus: each trial asks for {resources.cpus:g} CPUs but the Ray cluster has "
-                        f"{available.get('CPU', 0):g}; lower resources.cpus")
-
-
-def _scheduler(sweep: ResolvedSweep, specs: list[TrialSpec], progress: SweepProgress,
+def _scheduler(sweep: ResolvedSweep, max_steps: dict[str, int], progress: SweepProgress,
                stopped: dict[str, int | None]) -> Any:
     """FIFO, or early stopping per domain; `stopped` collects the folders of trials stopped early."""
     from ray.tune.schedulers import FIFOScheduler
@@ -324,16 +317,14 @@ def _scheduler(sweep: ResolvedSweep, specs: list[TrialSpec], progress: SweepProg
         return FIFOScheduler()
     from nada_sweep.sweep.scheduler import PerDomainASHA
 
-    max_steps: dict[str, int] = {}
-    for spec in specs:
-        max_steps[spec.domain] = max(max_steps.get(spec.domain, 0), spec.steps)
     metric = _early_stopping_metric(sweep)
 
     def on_stop(trial: Trial, result: dict[str, Any]) -> None:
         progress.mark_stopping(trial)
         stopped[spec_of(trial).out_dir] = result.get("step")
 
-    return PerDomainASHA(metric, metric_rules.mode(metric), early.grace_steps, early.reduction_factor, max_steps, on_stop)
+    return PerDomainASHA(metric, metric_rules.mode(metric), early.grace_steps, early.reduction_factor, max_steps,
+                         on_stop)
 
 
 def _check_existing_trials(sweep: ResolvedSweep, specs: list[TrialSpec]) -> None:
@@ -347,7 +338,7 @@ def _check_existing_trials(sweep: ResolvedSweep, specs: list[TrialSpec]) -> None
             existing = run_files.read_json(path).get("config") or {}
         except (OSError, ValueError):
             continue
-        keys = sorted(k for k in set(existing) | set(spec.config) if existing.get(k) != spec.config.get(k))
+        keys = changed_settings(existing, spec.config)
         if keys:
             changed.append(f"  {spec.domain}/{spec.name}: {', '.join(keys)} changed")
     if changed:
@@ -385,10 +376,10 @@ def move_aside(root: Path, console: Console) -> Path | None:
     return target
 
 
-def collect_outcomes(sweep: ResolvedSweep) -> list[TrialOutcome]:
-    """Each trial's state as its folder records it."""
+def collect_outcomes(sweep: ResolvedSweep, searcher: PerDomainSearch | None = None) -> list[TrialOutcome]:
+    """Each trial's state as its folder records it (with a searcher: each trial it suggested)."""
     outcomes = []
-    for trial in sweep.trials:
+    for trial in [plan for plan, _ in searcher.suggested()] if searcher else sweep.trials:
         folder = sweep.trial_dir(trial)
         run = RunFolder(folder)
         outcomes.append(TrialOutcome(trial.domain, trial.name, folder, run.state(), (run.status() or {}).get("error")))
@@ -403,13 +394,27 @@ def exit_code(outcomes: list[TrialOutcome]) -> int:
 
 
 def _report(sweep: ResolvedSweep, console: Console) -> Path | None:
-    """Best-per-domain table and the HTML report; a report problem never hides the sweep's outcome."""
+    """Best-per-domain table, the HTML report and the trackers' leaderboard tables; a report problem never
+    hides the sweep's outcome."""
     from nada_sweep.report import build_report, print_best_table
 
     try:
         print_best_table(sweep.results_root, console)
-        return build_report(sweep.results_root, console=console)
+        index = build_report(sweep.results_root, console=console)
     except Exception as error:  # the trials' results are on disk either way; say how to retry the report
         say(console, Text(f"report failed: {type(error).__name__}: {error}; rebuild it with "
                            f"`nada-sweep report {sweep.results_root}`", style="red"))
         return None
+    _log_leaderboard(sweep, console)
+    return index
+
+
+def _log_leaderboard(sweep: ResolvedSweep, console: Console) -> None:
+    from nada_sweep.sweep.trackers import log_leaderboard
+
+    root = sweep.results_root
+    try:
+        log_leaderboard(sweep, run_files.read_json(root / "leaderboard.json"), (root / "leaderboard.md").read_text())
+    except Exception as error:  # a tracker that is down must not turn a finished sweep into a failure
+        say(console, Text(f"trackers: the leaderboard was not logged: {type(error).__name__}: {error}",
+                          style="yellow"))

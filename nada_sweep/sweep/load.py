@@ -8,6 +8,8 @@ generator's n_latent, and returns a `ResolvedSweep`. Every problem is reported a
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,13 @@ from nada_sweep.models.presets import GENERATOR_PRESETS
 from nada_sweep.sweep import space
 from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep, path_from
 from nada_sweep.sweep.schema import (
+    ADAPTIVE_SEARCH,
     DEMO_TRAIN_DEFAULTS,
     OVERRIDE_FIELDS,
     Catalog,
+    TRACKERS,
     SweepFile,
+    WandbSettings,
     constrained,
     unwrap,
     valid_keys,
@@ -56,6 +61,8 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
     if demo:
         search_raw |= {name: (("demo",), spec) for name, spec in (config.demo.search or {}).items()}
     dims, dim_prefix = _check_search(search_raw, problems)
+    dims = _check_search_alg(config, dims, dim_prefix, problems)
+    config = _check_trackers(config, problems)
 
     sweep_train = config.train.model_dump(exclude_unset=True)
     demo_train = {**DEMO_TRAIN_DEFAULTS, **config.demo.train.model_dump(exclude_unset=True)} if demo else {}
@@ -91,8 +98,10 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
     n_latent = loaded.generator.n_latent
     _check_k(domains, dims, dim_prefix, n_latent, generator, problems, problems_in(catalog_doc))
 
-    trials = space.expand([d.name for d in domains], dims, config.num_samples, config.search_seed)
-    if not trials:
+    adaptive = config.search_alg in ADAPTIVE_SEARCH
+    trials = [] if adaptive else space.expand([d.name for d in domains], dims, config.num_samples,
+                                               config.search_seed)
+    if not trials and not adaptive:
         raise UserError(f"{sweep_file}: the sweep has zero trials")
     resolved = ResolvedSweep(
         sweep_file=sweep_file,
@@ -113,15 +122,19 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
 
 
 def _check_trials(sweep: ResolvedSweep, problems: Problems, dim_prefix: dict[str, tuple[Any, ...]]) -> None:
-    """Every trial's complete settings, for rules across fields (a searched n_samples above n_eval, ...)."""
-    for trial in sweep.trials:
+    """Every trial's complete settings, for rules across fields (a searched n_samples above n_eval, ...).
+
+    An adaptive search's trials are not known yet: every value it may suggest is checked instead.
+    """
+    for trial in sweep.probe_trials() if sweep.adaptive else sweep.trials:
         try:
             sweep.adapt_config(trial)
         except pydantic.ValidationError as error:
             message = "; ".join(p["msg"].removeprefix("Value error, ") for p in error.errors())
             field = next(iter(trial.params), None)
             loc = (*dim_prefix.get(field, ()), "search", field) if field else ("train",)
-            problems.add(loc, f"trial {trial.domain}/{trial.name}: {message}")
+            what = f"with {trial.params}" if sweep.adaptive else trial.name
+            problems.add(loc, f"trial {trial.domain}/{what}: {message}")
     problems.raise_if_any()
 
 
@@ -156,6 +169,72 @@ def _check_search(raw: dict[str, tuple[tuple[Any, ...], Any]], problems: Problem
             dims.append(dim)
             prefixes[dim.field] = prefix
     return dims, prefixes
+
+
+# What each optional extra needs importable (pip install nada-sweep[EXTRA]).
+_EXTRA_MODULES = {
+    "optuna": ("optuna",),
+    "hyperopt": ("hyperopt",),
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+}
+
+
+def _missing(extra: str) -> list[str]:
+    return [module for module in _EXTRA_MODULES[extra] if importlib.util.find_spec(module) is None]
+
+
+def _not_installed(extra: str, missing: list[str]) -> str:
+    return (f"needs {', '.join(missing)}, which is not installed here; pip install 'nada-sweep[{extra}]' "
+            f"(or pip install {' '.join(missing)})")
+
+
+def _check_search_alg(config: SweepFile, dims: list[space.SearchDim], dim_prefix: dict[str, tuple[Any, ...]],
+                      problems: Problems) -> list[space.SearchDim]:
+    """The search dimensions as the chosen algorithm sees them; entries it cannot search are problems."""
+    alg = config.search_alg
+    if config.search_startup is not None and alg not in ADAPTIVE_SEARCH:
+        problems.add(("search_startup",), f"applies to {' and '.join(ADAPTIVE_SEARCH)} only (search_alg is {alg})")
+    if alg == "random":
+        return [dim.as_choice() for dim in dims]  # each trial draws every entry, lists included
+    if alg not in ADAPTIVE_SEARCH:
+        return dims
+    missing = _missing(alg)
+    if missing:
+        problems.add(("search_alg",), _not_installed(alg, missing), alg)
+    if not dims and not problems.messages:
+        problems.add(("search_alg",), f"{alg} needs at least one searched setting under `search:`", alg)
+    for dim in dims:
+        if dim.kind == "grid":
+            values = ", ".join(json.dumps(value) for value in dim.values)
+            problems.add((*dim_prefix[dim.field], "search", dim.field),
+                         f"a list is a grid, which {alg} does not search (it picks values itself); write "
+                         f"{{choice: [{values}]}} to let it choose among them, or use search_alg: grid")
+    return dims
+
+
+def _check_trackers(config: SweepFile, problems: Problems) -> SweepFile:
+    """Every tracker asked for is installed (here, not in a worker); TensorBoard's default settled."""
+    trackers = config.trackers
+    asked = [name for name in TRACKERS if getattr(trackers, name) not in (None, False)]  # tensorboard None: default
+    for name in asked:
+        missing = _missing(name)
+        if missing:
+            problems.add(("trackers", name), _not_installed(name, missing))
+    if trackers.tensorboard is None:
+        trackers = trackers.model_copy(update={"tensorboard": not _missing("tensorboard")})
+    if trackers.wandb is not None and not _missing("wandb"):
+        _check_wandb_login(trackers.wandb, problems)
+    return config.model_copy(update={"trackers": trackers})
+
+
+def _check_wandb_login(settings: WandbSettings, problems: Problems) -> None:
+    import wandb
+
+    if settings.resolved_mode() == "online" and not wandb.api.api_key:
+        problems.add(("trackers", "wandb"), "no W&B API key on this machine: run `wandb login`, set WANDB_API_KEY, "
+                     "or set mode: offline (runs are written to disk and synced later with `wandb sync`)")
 
 
 def _load_catalog(catalog_file: Path, sweep_train: dict[str, Any], demo_train: dict[str, Any],

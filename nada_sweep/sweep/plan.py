@@ -15,7 +15,7 @@ import yaml
 from nada_sweep import metric_rules
 from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
 from nada_sweep.sweep import space
-from nada_sweep.sweep.schema import DEMO_LR_BY_PARAMS, SweepFile
+from nada_sweep.sweep.schema import ADAPTIVE_SEARCH, DEMO_LR_BY_PARAMS, SweepFile
 
 
 @dataclass
@@ -77,6 +77,45 @@ class ResolvedSweep:
             return {**DEMO_LR_BY_PARAMS, **self.config.demo.lr_by_params}
         return {**LR_BY_PARAMS, **self.config.lr_by_params}
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether a searcher per domain picks the trials as results come in (their list is not known ahead)."""
+        return self.config.search_alg in ADAPTIVE_SEARCH
+
+    @property
+    def trial_total(self) -> int:
+        return len(self.domains) * self.config.num_samples if self.adaptive else len(self.trials)
+
+    @property
+    def search_startup(self) -> int:
+        """Random trials per domain before an adaptive searcher models the results."""
+        return self.config.search_startup or min(10, max(2, self.config.num_samples // 3))
+
+    @property
+    def mlflow_uri(self) -> str | None:
+        """The MLflow tracking URI when MLflow is on: a URI as given, a path made absolute, else <results>/mlruns."""
+        settings = self.config.trackers.mlflow
+        if settings is None:
+            return None
+        uri = settings.tracking_uri
+        if uri is None:
+            return (self.results_root / "mlruns").as_uri()
+        return uri if ":" in uri else path_from(self.sweep_file, uri).as_uri()
+
+    def probe_trials(self) -> list[space.TrialPlan]:
+        """Stand-ins for an adaptive search's trials: each searched value at its extremes (a choice: each value).
+
+        Every setting a searcher may suggest is checked on them before anything starts, and they bound what the
+        trials can need (the most steps, for early stopping and the shared bank).
+        """
+        first = {dim.field: dim.values[0] for dim in self.search}
+        probes = []
+        for domain in self.domains:
+            candidates = [first] + [{**first, dim.field: value} for dim in self.search for value in dim.values]
+            unique = [params for i, params in enumerate(candidates) if params not in candidates[:i]]
+            probes += [space.TrialPlan(domain.name, "probe", 0, params) for params in unique]
+        return probes
+
     def domain(self, name: str) -> ResolvedDomain:
         return next(domain for domain in self.domains if domain.name == name)
 
@@ -120,8 +159,14 @@ class ResolvedSweep:
             "export_full": self.config.export_full,
             "search": {dim.field: dim.to_yaml() for dim in self.search},
             "lr_by_params": self.lr_table,
+            "search_alg": self.config.search_alg,
             "num_samples": self.config.num_samples,
             "search_seed": self.config.search_seed,
+            "search_startup": self.search_startup if self.adaptive else None,
+            "trial_total": self.trial_total,
+            "trackers": self.config.trackers.model_dump() | ({"mlflow": {"tracking_uri": self.mlflow_uri}}
+                                                              if self.mlflow_uri else {}),
+            "report_every": self.config.report_every,
             "early_stopping": self.config.early_stopping.model_dump() if self.config.early_stopping else None,
             "resources": self.config.resources.model_dump(),
             "max_concurrent": self.config.max_concurrent,

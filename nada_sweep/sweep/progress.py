@@ -19,8 +19,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status, SweepFolder
 from nada_sweep.sweep.plan import ResolvedSweep
+from nada_sweep.sweep.trackers import describe as describe_trackers
 from nada_sweep.sweep.trainable import spec_of
 
 if TYPE_CHECKING:
@@ -197,30 +198,27 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
     existing = _done_counts(sweep)
     if existing:
         table.add_column("done", justify="right")
+    # An adaptive search's trials are not known before it runs: its bounds stand in for the steps column.
+    trials = sweep.probe_trials() if sweep.adaptive else sweep.trials
     by_domain: dict[str, list[str]] = {}
     for trial in sweep.trials:
         # each trial's lr: searched, given, or its parametrization's (lr_by_params)
         by_domain.setdefault(trial.domain, []).append(f"{trial.name} (lr {sweep.adapt_config(trial).lr:g})")
     for domain in sweep.domains:
         target = domain.target if domain.target is not None else f"images in {domain.target_images}"
-        steps = sorted({sweep.adapt_config(t).steps for t in sweep.trials if t.domain == domain.name})
+        steps = sorted({sweep.adapt_config(t).steps for t in trials if t.domain == domain.name})
+        names = by_domain.get(domain.name, [])
         row = [
             Text(domain.name),
             Text(f"{domain.source} -> {target}"),
             "/".join(map(str, steps)),
-            Text(", ".join(by_domain[domain.name])),
+            Text(", ".join(names) if names else f"{config.num_samples} chosen by {config.search_alg}"),
         ]
         if existing:
-            row.append(f"{existing.get(domain.name, 0)}/{len(by_domain[domain.name])}")
+            row.append(f"{existing.get(domain.name, 0)}/{len(names) or config.num_samples}")
         table.add_row(*row)
     console.print(table)
-
-    searched = "; ".join(f"{dim.field}: {dim.describe()}" for dim in sweep.search) or "nothing searched"
-    repeats = f" x {config.num_samples} repeats" if config.num_samples > 1 else ""
-    console.print(
-        Text(f"{len(sweep.trials)} trials = {len(sweep.domains)} domains x {len(sweep.trials) // len(sweep.domains)}"
-             f" ({searched}){repeats}")
-    )
+    say(console, Text(_search_line(sweep)))
     gpus = config.resources.gpus
     say(console, Text(
         f"each trial: {config.resources.cpus:g} CPU, {gpus:g} GPU" + ("" if gpus else " (runs on CPU)")
@@ -232,11 +230,29 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
     clip = ", ".join(f"{spec.name} x{spec.weight:g}" for spec in sweep.clip)
     say(console, Text(f"generator {sweep.generator} ({sweep.generator_size} px, n_latent {sweep.n_latent}); "
                        f"CLIP {clip}; metrics by {sweep.eval_clip or sweep.clip[0].name}"))
-    say(console, Text(f"results: {sweep.results_root}"))
+    say(console, Text(f"results: {sweep.results_root}"
+                      + (f"; gallery rebuilt every {config.report_every} finished trials" if config.report_every
+                         else "")))
+    for line in describe_trackers(sweep):
+        say(console, Text(f"tracking: {line}"))
     for warning in _missing_clip_files(sweep):
         say(console, Text(warning, style="yellow"))
     if sweep.demo:
         say(console, Text(DEMO_NOTE, style="yellow"))
+
+
+def _search_line(sweep: ResolvedSweep) -> str:
+    """How the trials come about: the grid multiplied out, random draws, or a searcher per domain."""
+    config, domains = sweep.config, len(sweep.domains)
+    searched = "; ".join(f"{dim.field}: {dim.describe()}" for dim in sweep.search) or "nothing searched"
+    if sweep.adaptive:
+        return (f"{sweep.trial_total} trials = {domains} domains x {config.num_samples}, chosen by {config.search_alg}"
+                f" (TPE), one searcher per domain learning only from its own trials ({searched}); the first "
+                f"{sweep.search_startup} of each domain at random")
+    if config.search_alg == "random":
+        return f"{sweep.trial_total} trials = {domains} domains x {config.num_samples} random draws ({searched})"
+    repeats = f" x {config.num_samples} repeats" if config.num_samples > 1 else ""
+    return f"{sweep.trial_total} trials = {domains} domains x {sweep.trial_total // domains} ({searched}){repeats}"
 
 
 def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:
@@ -261,9 +277,14 @@ def _done_counts(sweep: ResolvedSweep) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not sweep.results_root.is_dir():
         return counts
-    for trial in sweep.trials:
-        if RunFolder(sweep.trial_dir(trial)).state().done:
-            counts[trial.domain] = counts.get(trial.domain, 0) + 1
+    if sweep.adaptive:  # the trials a searcher suggested are the folders it left
+        trials = SweepFolder(sweep.results_root).trials
+        folders = [(d.name, path) for d in sweep.domains for path in (trials / d.name).glob("*")]
+    else:
+        folders = [(trial.domain, sweep.trial_dir(trial)) for trial in sweep.trials]
+    for domain, folder in folders:
+        if RunFolder(folder).state().done:
+            counts[domain] = counts.get(domain, 0) + 1
     return counts
 
 

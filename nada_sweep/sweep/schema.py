@@ -5,12 +5,13 @@ Loading them from YAML with located errors is nada_sweep.sweep.load; what they r
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nada_sweep.adapt.settings import LR_BY_PARAMS, ClipSpec, ParamsName, TrainSettings
 from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
@@ -95,6 +96,68 @@ class EarlyStopping(BaseModel):
     reduction_factor: float = Field(3, gt=1, description="keep the best 1/reduction_factor of trials at each rung")
 
 
+SearchAlg = Literal["grid", "random", "optuna", "hyperopt"]
+ADAPTIVE_SEARCH = ("optuna", "hyperopt")  # searchers that learn from finished trials (one per domain)
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+class WandbSettings(BaseModel):
+    """Weights & Biases: one run per trial, grouped by sweep."""
+
+    model_config = _STRICT
+
+    project: str = Field("nada-sweep", description="W&B project")
+    entity: str | None = Field(None, description="W&B entity (user or team; default: your default entity)")
+    mode: Literal["online", "offline"] | None = Field(
+        None, description="online, or offline (run folders on disk, no network); default: WANDB_MODE, else online"
+    )
+
+    def resolved_mode(self) -> str:
+        return self.mode or os.environ.get("WANDB_MODE") or "online"
+
+
+class MlflowSettings(BaseModel):
+    """MLflow: one run per trial in the experiment named after the sweep."""
+
+    model_config = _STRICT
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: a local file store, mlruns/ in the sweep's results folder)"
+    )
+
+
+def _tracker_shorthand(value: Any) -> Any:
+    # `trackers: [tensorboard, mlflow]`, `wandb: true` and a bare `wandb:` mean "on, with its defaults".
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        value = dict.fromkeys(value, True)
+    if not isinstance(value, dict):
+        return value
+    unknown = [name for name in value if name not in TRACKERS]
+    if unknown:
+        raise ValueError(f"unknown tracker {unknown[0]!r}; the trackers are {', '.join(TRACKERS)}")
+    settings = {}
+    for name, setting in value.items():
+        if name != "tensorboard" and setting in (True, None):
+            setting = {}
+        if setting is not False or name == "tensorboard":
+            settings[name] = setting
+    return settings
+
+
+class Trackers(BaseModel):
+    """Experiment trackers fed while the sweep runs (each an optional extra: pip install nada-sweep[NAME])."""
+
+    model_config = _STRICT
+
+    tensorboard: bool | None = Field(
+        None, description="event files under <results>/tensorboard (default: on when tensorboard is installed)"
+    )
+    wandb: WandbSettings | None = Field(None, description="Weights & Biases runs (off when absent)")
+    mlflow: MlflowSettings | None = Field(None, description="MLflow runs (off when absent)")
+
+    _shorthand = model_validator(mode="before")(_tracker_shorthand)
+
+
 class DemoSettings(BaseModel):
     """What `--demo` replaces: built-in tiny random-weight models and a small step budget."""
 
@@ -138,8 +201,21 @@ class SweepFile(BaseModel):
     )
     search: dict[str, Any] = Field(default_factory=dict, description="searched settings: list | choice | ranges")
     lr_by_params: LrTable = Field(default_factory=dict, description=f"{LR_TABLE_HELP}: {LR_BY_PARAMS}")
-    num_samples: int = Field(1, ge=1, description="repeats of the search space (random values drawn anew each time)")
-    search_seed: int = Field(0, description="seed of the random search values")
+    search_alg: SearchAlg = Field(
+        "grid", description="grid (lists multiply), random, optuna (TPE) or hyperopt (TPE): one searcher per domain"
+    )
+    num_samples: int = Field(
+        1, ge=1, description="grid: repeats of the search space; random, optuna, hyperopt: trials per domain"
+    )
+    search_seed: int = Field(0, description="seed of the random search values and of each domain's searcher")
+    search_startup: int | None = Field(
+        None, ge=1, description="optuna, hyperopt: random trials per domain before the searcher models the results "
+        "(default: a third of num_samples, between 2 and 10)",
+    )
+    trackers: Trackers = Field(default_factory=Trackers, description="experiment trackers: tensorboard, wandb, mlflow")
+    report_every: int = Field(
+        10, ge=0, description="rebuild the gallery every this many finished trials while running (0: only at the end)"
+    )
     early_stopping: EarlyStopping | None = Field(None, description="per-domain ASHA early stopping (off when absent)")
     resources: Resources = Field(default_factory=Resources, description="resources reserved per trial")
     max_concurrent: int | None = Field(

@@ -69,6 +69,10 @@ class SearchDim:
     def to_yaml(self) -> Any:
         return list(self.values) if self.kind == "grid" else {self.kind: list(self.values)}
 
+    def as_choice(self) -> SearchDim:
+        """A grid drawn from at random instead of multiplied out (random search); other kinds unchanged."""
+        return SearchDim(self.field, "choice", self.values) if self.kind == "grid" else self
+
 
 @dataclass(frozen=True)
 class TrialPlan:
@@ -152,12 +156,14 @@ def expand(domains: Sequence[str], dims: Sequence[SearchDim], num_samples: int, 
                 params = {dim.field: value for dim, value in zip(grid, cell)}
                 params |= {dim.field: dim.sample(rng) for dim in random_dims}
                 ordered = {dim.field: params[dim.field] for dim in dims}
-                name = _unique(_trial_name(dims, ordered, repeat, num_samples), names)
+                name = _unique(trial_name(dims, ordered, repeat, num_samples), names)
                 trials.append(TrialPlan(domain, name, repeat, ordered))
     return trials
 
 
-def _trial_name(dims: Sequence[SearchDim], params: Mapping[str, Any], repeat: int, num_samples: int) -> str:
+def trial_name(dims: Sequence[SearchDim], params: Mapping[str, Any], repeat: int = 0, num_samples: int = 1
+               ) -> str:
+    """A folder name made of the searched values (and the repeat, when there are several)."""
     parts = [f"{dim.field}={_name_value(dim, params[dim.field])}" for dim in dims]
     if num_samples > 1:
         parts.append(f"r{repeat}")
