@@ -236,6 +236,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         sweep_media(args.results_dir, photos=args.photos, videos=args.videos, video_frames=args.video_frames,
                     select_metric=args.metric, collapse_threshold=args.collapse_threshold, console=console)
+    if not args.no_morphs:
+        from nada_sweep.media.domain_morphs import morph_rows
+
+        morph_rows(args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold,
+                   console=console)
     print_best_table(args.results_dir, console, select_metric=args.metric, collapse_threshold=args.collapse_threshold)
     index = build_report(args.results_dir, select_metric=args.metric, collapse_threshold=args.collapse_threshold,
                          export_full=args.export_full, console=console)
@@ -400,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--export-full", action=argparse.BooleanOptionalAction, default=None,
                         help="best/<domain>/ of a light-mode winner gets its folded generator.pt (~120 MB at 1024 "
                         "px) beside its domain.pt (default: the sweep file's export_full, off)")
+    report.add_argument("--no-morphs", action="store_true", help="do not render the gallery's morph rows (the "
+                        "source morphing into each domain's light-mode winner; rendered only when missing or stale)")
     add_media_options(report)
     report.set_defaults(handler=cmd_report)
 

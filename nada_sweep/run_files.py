@@ -202,6 +202,9 @@ class SweepFolder:
     # MANIFEST lists its files and the trial that rendered each.
     PHOTOS = "photos"  # the photo row, its reconstruction, each domain's rendering of the same codes
     VIDEOS = "videos"  # each domain's morph video
+    # Written at the end of `run` and by `report` (nada_sweep.media.domain_morphs): each light-mode winner's
+    # offsets scaled from 0 (the source) to 1 (the domain).
+    MORPHS = "morphs"
     MANIFEST = "manifest.json"
 
     def __init__(self, root: Path | str) -> None:
@@ -238,6 +241,10 @@ class SweepFolder:
     @property
     def videos(self) -> Path:
         return self.root / self.VIDEOS
+
+    @property
+    def morphs(self) -> Path:
+        return self.root / self.MORPHS
 
     def trial(self, domain: str, trial: str) -> RunFolder:
         return RunFolder(self.trials / domain / trial)

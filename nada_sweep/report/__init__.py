@@ -87,6 +87,7 @@ class DomainWinner:
     generator: Path  # the trial's generator.pt
     source_generator: str  # the generator the trial adapted (a path or builtin:<name>)
     random_weights: bool
+    domain_file: Path | None = None  # the trial's domain.pt (light modes)
 
 
 def domain_winners(
@@ -99,5 +100,6 @@ def domain_winners(
         trial = domain.winner.trial if domain.winner else None
         generator = trial.file(run_files.GENERATOR) if trial else None
         if trial is not None and generator is not None:
-            winners.append(DomainWinner(domain.name, trial.trial_id, generator, trial.generator, trial.random_weights))
+            winners.append(DomainWinner(domain.name, trial.trial_id, generator, trial.generator, trial.random_weights,
+                                        trial.file(run_files.DOMAIN)))
     return winners

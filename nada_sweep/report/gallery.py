@@ -28,7 +28,7 @@ from nada_sweep.report import plots
 from nada_sweep.report.best import copy_best
 from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_bytes, format_value
 from nada_sweep.metric_rules import LOWER_IS_BETTER
-from nada_sweep.report.media import PhotoSection, Video, read_photos, read_videos
+from nada_sweep.report.media import Morph, PhotoSection, Video, read_morphs, read_photos, read_videos
 from nada_sweep.report.results import Sweep, Trial, dumps, safe_name
 from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import Status, SweepFolder, atomic_write
@@ -89,6 +89,7 @@ class Pages:
         self.script = (Path(__file__).parent / "templates" / "sortable.js").read_text()
         self.warnings: list[str] = []
         self.videos: dict[str, Video] = read_videos(self.root, self.warnings)
+        self.morphs: dict[str, Morph] = read_morphs(self.root, self.warnings)
         self.style = (Path(__file__).parent / "templates" / "style.css").read_text()
 
     def output(self, *parts: str) -> Path:
@@ -219,9 +220,7 @@ class Pages:
             rows = []
             for domain in domains:
                 rows.append(self.domain_row(domain))
-                mapper = self.mapper_row(domain)
-                if mapper:
-                    rows.append(mapper)
+                rows += [row for row in (self.morph_row(domain), self.mapper_row(domain)) if row]
             groups.append({"source": self.source_card(trials, 0, generator), "rows": rows})
         items = [item for d in self.domains for item in d.ranked]
         path = self.output(INDEX)
@@ -248,6 +247,24 @@ class Pages:
         if domain.all_collapsed:
             card.note = "; ".join(filter(None, [card.note, "every trial of this domain collapsed: best of them shown"]))
         return card
+
+    def morph_row(self, domain: DomainResult) -> Card | None:
+        """The source morphing into the domain's light-mode winner (offsets scaled 0 -> 1), when rendered."""
+        morph = self.morphs.get(domain.name)
+        winner = domain.winner
+        if morph is None or winner is None or winner.trial.file(run_files.DOMAIN) is None:
+            return None
+        parts = (SweepFolder.MORPHS, morph.name)
+        scales = ", ".join(format_value(t) for t in morph.steps)
+        picture = self.shown(morph.file, parts, (THUMBS, *parts), 0,
+                             f"{domain.name}: the source morphing into trial {morph.trial}")
+        note = None
+        if morph.trial != winner.trial.trial_id:
+            note = (f"rendered from trial {morph.trial}; the selected trial is now {winner.trial.trial_id}: "
+                    "`nada-sweep report` renders it again")
+        page = _url([DOMAINS, self.slugs[domain.name] + ".html"], 0)
+        return Card(f"{domain.name}: source → domain", f"{winner.trial.mode} offsets × {scales} (columns)",
+                    "morph", picture, [("trial", morph.trial or "")], note, page)
 
     def mapper_row(self, domain: DomainResult) -> Card | None:
         """The domain's best trial that trained a latent mapper, seen through it (same latents)."""

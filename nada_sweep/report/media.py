@@ -1,7 +1,8 @@
 """What `report --photos` and `--videos` left in the results folder, read for the gallery (files only).
 
 photos/manifest.json: the photo row, its reconstruction and each domain's rendering of the same codes;
-videos/manifest.json: each domain's morph video. Manifests are untrusted input like every file here: entries
+videos/manifest.json: each domain's morph video; morphs/manifest.json: each light-mode winner's offsets
+scaled from the source to the domain (written by `run` and `report`). Manifests are untrusted input like every file here: entries
 of the wrong type are skipped and every file must exist inside its folder.
 """
 
@@ -97,3 +98,28 @@ def read_videos(root: Path, warnings: list[str]) -> dict[str, Video]:
             trial = str(entry.get("trial") or "") or None
             videos[entry["domain"]] = Video(entry["domain"], trial, file, file.name)
     return videos
+
+
+@dataclass
+class Morph:
+    domain: str
+    trial: str | None
+    file: Path
+    name: str
+    steps: list[float]  # the offset scale of each column
+
+
+def read_morphs(root: Path, warnings: list[str]) -> dict[str, Morph]:
+    found = _manifest(root, SweepFolder.MORPHS, warnings)
+    if found is None:
+        return {}
+    base, data = found
+    morphs = {}
+    for entry in _entries(data):
+        file = _file(base, entry.get("image"))
+        steps = entry.get("steps")
+        if file is not None:
+            numbers = [float(t) for t in steps if isinstance(t, (int, float))] if isinstance(steps, list) else []
+            morphs[entry["domain"]] = Morph(entry["domain"], str(entry.get("trial") or "") or None, file, file.name,
+                                            numbers)
+    return morphs

@@ -396,9 +396,11 @@ def exit_code(outcomes: list[TrialOutcome]) -> int:
 def _report(sweep: ResolvedSweep, console: Console) -> Path | None:
     """Best-per-domain table, the HTML report and the trackers' leaderboard tables; a report problem never
     hides the sweep's outcome."""
+    from nada_sweep.media.domain_morphs import morph_rows
     from nada_sweep.report import build_report, print_best_table
 
     try:
+        morph_rows(sweep.results_root, console=console)
         print_best_table(sweep.results_root, console)
         index = build_report(sweep.results_root, console=console)
     except Exception as error:  # the trials' results are on disk either way; say how to retry the report
