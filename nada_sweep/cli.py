@@ -19,7 +19,7 @@ from pathlib import Path
 import pydantic
 from rich.console import Console
 
-from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
 from nada_sweep.errors import UserError, describe_validation_error
 from nada_sweep.media.arguments import INVERT_OPTIONS, add_invert_parser, add_media_options, add_video_parser
 
@@ -86,6 +86,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         fields["clip"] = clip
     if args.mapper_steps:
         fields["mapper"] = {"steps": args.mapper_steps}
+    # offsets train at their own published lr (README: Light parametrizations), unless --lr says otherwise
+    fields.setdefault("lr", LR_BY_PARAMS[fields.get("params", "full")])
     try:
         config = AdaptConfig(**fields)
     except pydantic.ValidationError as error:

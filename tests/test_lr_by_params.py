@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -69,3 +70,15 @@ def test_bad_params_input_is_one_message_and_exit_code_2(sweep, fragments, tmp_p
         assert fragment in err, (fragment, err)
     assert not (tmp_path / "results").exists()
     assert re.search(r"sweep\.yaml:\d+", err)
+
+
+@pytest.mark.parametrize(("extra", "lr"), [(["--params", "stylespace"], 0.05), (["--params", "stylespace", "--lr",
+                                                                                    "0.01"], 0.01), ([], 0.002)])
+def test_adapt_uses_the_table_unless_lr_is_given(extra, lr, tmp_path):
+    from nada_sweep.cli import main
+
+    out = tmp_path / "run"
+    assert main(["adapt", "--generator", "builtin:tiny", "--clip", "builtin:tiny", "--target", "sketch", "--steps", "1",
+                 "--eval-every", "1", "--n-eval", "2", "--n-samples", "2", "--device", "cpu", "--out", str(out),
+                 *extra]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] == lr
