@@ -111,7 +111,7 @@ def test_random_search_is_reproducible_and_named(tmp_path):
 def test_repository_sweep_and_catalogs_are_valid(tmp_path, capsys):
     code, out, err = validate(REPO / "sweep.yaml", capsys, "--demo")
     assert code == 0, err
-    assert "60 trials = 20 domains x 3" in out
+    assert "80 trials = 20 domains x 4 (params: grid full, stylespace; k: grid 0, 4)" in out
     assert "DEMO" in out
     # Without the FFHQ weights the real sweep names the missing file and points at --demo.
     code, out, err = validate(REPO / "sweep.yaml", capsys)
