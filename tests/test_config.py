@@ -61,7 +61,7 @@ def test_valid_sweep_prints_the_trial_table(tmp_path, capsys):
     code, out, err = validate(write(tmp_path), capsys)
     assert code == 0, err
     assert "4 trials = 2 domains x 2 (k: grid 0, 4)" in out
-    assert "k=0, k=4" in out
+    assert "k=0 (lr 0.002), k=4 (lr 0.002)" in out
     assert "1 CPU, 0 GPU" in out
     assert not (tmp_path / "results").exists()  # validate writes nothing
 

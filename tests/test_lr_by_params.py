@@ -63,7 +63,7 @@ def test_the_demo_has_its_own_table(tmp_path):
     (SWEEP + "lr_by_params: {stylespace: -1}\n", ["sweep.yaml:", "lr_by_params.stylespace", "greater than 0"]),
 ])
 def test_bad_params_input_is_one_message_and_exit_code_2(sweep, fragments, tmp_path, capsys):
-    code, out, err = validate(write(tmp_path, sweep), capsys)
+    code, _, err = validate(write(tmp_path, sweep), capsys)
     assert code == 2
     assert "Traceback" not in err
     for fragment in fragments:

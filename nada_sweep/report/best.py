@@ -68,7 +68,7 @@ def copy_best(sweep: Sweep, domains: list[DomainResult], folder: Callable[[str],
             "random_weights": trial.random_weights,
         }
         text = dumps(info)
-        atomic_write(target / "selected.json", lambda tmp: tmp.write_text(text))
+        atomic_write(target / "selected.json", lambda tmp, text=text: tmp.write_text(text))
     return warnings
 
 

@@ -29,7 +29,7 @@ from nada_sweep.report.best import copy_best
 from nada_sweep.report.leaderboard import HEADLINE, TRIAL_COLUMNS, format_bytes, format_value
 from nada_sweep.metric_rules import LOWER_IS_BETTER
 from nada_sweep.report.media import Morph, PhotoSection, Video, read_morphs, read_photos, read_videos
-from nada_sweep.report.results import Sweep, Trial, dumps, safe_name
+from nada_sweep.report.results import Sweep, Trial, safe_name
 from nada_sweep.report.selection import DomainResult, Ranked
 from nada_sweep.run_files import Status, SweepFolder, atomic_write
 
@@ -328,8 +328,8 @@ class Pages:
         figures = [
             {"title": title, "src": _url([slug, name], 0)}
             for made, name, title in (
-                (k_plot, "k_sweep.png", f"k sweep: {metric} at each trial's best step, one line per "
-                 "parametrization and learning rate"),
+                (k_plot, "k_sweep.png", (f"k sweep: {metric} at each trial's best step, one line per "
+                                         "parametrization and learning rate")),
                 (qd_plot, "quality_diversity.png", "quality against diversity at each trial's best step"),
             )
             if made
