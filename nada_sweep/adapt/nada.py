@@ -80,6 +80,11 @@ class Adaptation:
         if config.compile:
             self.g_train.generator.compile()  # in place: parameter names, and so saved files, stay as they are
 
+    @property
+    def untrained(self) -> bool:
+        """True until this run's first optimiser step in this process."""
+        return self._untrained
+
     def use_cuda_switches(self) -> None:
         """Set torch's process-wide CUDA switches from this run's config (each trial of a worker sets its own)."""
         torch.backends.cuda.matmul.allow_tf32 = self.config.cuda_tf32
