@@ -31,6 +31,7 @@ from nada_sweep.adapt.params import Full, render_packed
 from nada_sweep.adapt.run import RunSteps, RunSummary, StepRequest, run_steps
 from nada_sweep.adapt.settings import AdaptConfig
 from nada_sweep.devices import resolve_device
+from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator
 
 
@@ -105,8 +106,6 @@ def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException
     """Train `members` as one pack; per member its RunSummary, or the exception that ended it (each member's
     folder records its own status). KeyboardInterrupt/SystemExit stop every member (each recorded as
     interrupted, resumable) and are raised again. UserError if the members cannot share a pack."""
-    from nada_sweep.errors import UserError
-
     problem = pack_problem([member.config for member in members])
     if problem:
         raise UserError(f"pack: {problem}")
