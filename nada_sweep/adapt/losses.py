@@ -273,12 +273,14 @@ class ClipGuidance:
             return [clip.encode_images(img_src) for clip, _ in self.models]
 
     def loss(self, img_dst: Tensor, src_embs: Sequence[Tensor], img_src: Tensor | None = None,
-             may_be_identical: bool = True) -> Tensor:
+             may_be_identical: bool = True, dst_embs: Sequence[Tensor] | None = None) -> Tensor:
         """The weighted CLIP loss of the adapted images (scalar, differentiable wrt img_dst).
 
         src_embs: embed_source(img_src) for the same latents; img_src itself is needed only for the patch loss.
         may_be_identical: whether the adapted images can equal the source ones (untrained weights); only
         then is the check made, which waits for the GPU.
+        dst_embs: encode_images(img_dst) per model when the caller has them already (a pack embeds the
+        images of all its members in one pass).
         """
         if self.lambda_patch > 0 and img_src is None:
             raise ValueError("the patch loss (lambda_patch > 0) needs img_src")
@@ -287,7 +289,7 @@ class ClipGuidance:
             direction = self._direction(index) if self.lambda_direction or self.lambda_patch else None
             terms: list[Tensor] = []
             if self.lambda_direction or self.lambda_global or self.lambda_manifold or self.lambda_indomain:
-                dst_emb = clip.encode_images(img_dst)
+                dst_emb = clip.encode_images(img_dst) if dst_embs is None else dst_embs[index]
                 src_emb = src_emb.to(dst_emb.device)
             if self.lambda_direction:
                 dst_for_direction = dst_emb

@@ -80,6 +80,11 @@ class Adaptation:
         if config.compile:
             self.g_train.generator.compile()  # in place: parameter names, and so saved files, stay as they are
 
+    @property
+    def untrained(self) -> bool:
+        """True until this run's first optimiser step in this process."""
+        return self._untrained
+
     def use_cuda_switches(self) -> None:
         """Set torch's process-wide CUDA switches from this run's config (each trial of a worker sets its own)."""
         torch.backends.cuda.matmul.allow_tf32 = self.config.cuda_tf32
@@ -126,21 +131,34 @@ class Adaptation:
     def train_step(self, batch: FrozenBatch) -> torch.Tensor:
         """One optimiser step; returns the loss as a 0-d tensor on the device (reading it would wait for the GPU)."""
         images = self.g_train(batch.styles, input_is_latent=True, randomize_noise=self.randomize_noise)[0]
-        with self.clip_precision():
-            loss = self.guidance.loss(images, batch.source_embeddings, batch.source_images,
-                                      may_be_identical=self._untrained)
+        loss = self.loss_of(images, batch)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        return self.finish_step(loss)
+
+    def loss_of(self, images: torch.Tensor, batch: FrozenBatch,
+                dst_embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The CLIP loss of this run's adapted `images` (a pack passes their embeddings, computed for all members)."""
+        with self.clip_precision():
+            return self.guidance.loss(images, batch.source_embeddings, batch.source_images,
+                                      may_be_identical=self._untrained, dst_embs=dst_embeddings)
+
+    def finish_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """After backward: the optimiser step and this run's step count and schedules."""
         self.optimiser.step()
         self._untrained = False
         self.steps_done += 1
         self.g_train.after_step(self.steps_done)
         return loss.detach()
 
-    def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
+    def prepare_step(self, step_index: int, frozen: FrozenSide) -> FrozenBatch:
+        """What step `step_index` trains on, choosing layers first on the steps that choose them."""
         if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
             self.choose_layers()
-        return self.train_step(frozen.next_batch(self.config.batch))
+        return frozen.next_batch(self.config.batch)
+
+    def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
+        return self.train_step(self.prepare_step(step_index, frozen))
 
 
 def load_guidance(config: AdaptConfig, device: torch.device) -> ClipGuidance:

@@ -200,16 +200,7 @@ class _Light(Parametrization):
         generator.requires_grad_(False)
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
-        handles = [layer.conv.modulation.register_forward_hook(partial(self._hook, index))
-                   for index, layer in enumerate(self._layers)]
-        try:
-            return self._generator(*args, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _hook(self, index: int, module: nn.Module, inputs: tuple[Tensor, ...], style: Tensor) -> Tensor:
-        return self._edit(index, inputs[0], style)
+        return render_packed([self], None, *args, **kwargs)
 
     def _edit(self, index: int, w: Tensor, style: Tensor) -> Tensor:
         raise NotImplementedError
@@ -360,6 +351,30 @@ class Affine(_Light):
         for index, name in enumerate(self.layer_names):
             self.weight_deltas[index].copy_(tensors[f"{name}.weight"])
             self.bias_deltas[index].copy_(tensors[f"{name}.bias"])
+
+
+def render_packed(members: Sequence[_Light], sizes: Sequence[int] | None, *args: Any, **kwargs: Any
+                  ) -> tuple[Tensor, Tensor | None]:
+    """Render one batch through the generator the light `members` share, member i's offsets on its own
+    `sizes[i]` consecutive samples (None: a single member on the whole batch); generator forward() arguments.
+
+    Every operation of the generator is per sample, so member i's images (and gradients) are those it would
+    render alone: a pack of K trials is one forward and one backward of their samples together.
+    """
+    def hook(index: int, module: nn.Module, inputs: tuple[Tensor, ...], style: Tensor) -> Tensor:
+        if sizes is None:
+            return members[0]._edit(index, inputs[0], style)
+        pieces = zip(members, inputs[0].split(list(sizes)), style.split(list(sizes)), strict=True)
+        return torch.cat([member._edit(index, w, s) for member, w, s in pieces])
+
+    first = members[0]
+    handles = [layer.conv.modulation.register_forward_hook(partial(hook, index))
+               for index, layer in enumerate(first._layers)]
+    try:
+        return first._generator(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 PARAMETRIZATIONS: dict[str, type[Parametrization]] = {

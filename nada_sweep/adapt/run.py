@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,7 +23,7 @@ from nada_sweep import run_files
 from nada_sweep.adapt.evaluate import Evaluator
 from nada_sweep.adapt.mapper import save_mapper, train_mapper
 from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
-from nada_sweep.adapt.nada import Adaptation, FrozenSide, LiveFrozenSide, load_guidance
+from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide, LiveFrozenSide, load_guidance
 from nada_sweep.adapt.params import Full
 from nada_sweep.adapt.settings import AdaptConfig, changed_settings, k_problem, layer_selection_target_problem
 from nada_sweep.devices import peak_memory_metrics, reset_peak_memory, resolve_device
@@ -61,6 +61,19 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
         raise UserError(f"k: {problem}")
 
 
+@dataclass
+class StepRequest:
+    """What a run asks of whoever drives it: one optimiser step of `adaptation` on `batch`."""
+
+    adaptation: Adaptation
+    batch: FrozenBatch
+
+
+# A run as a generator: it yields each training step for its driver to take and is sent back the step's loss;
+# alone the driver takes the step as it is, a pack (nada_sweep.adapt.pack) batches the steps of its members.
+RunSteps = Generator[StepRequest, torch.Tensor, RunSummary]
+
+
 def run_adaptation(
     config: AdaptConfig,
     out_dir: Path | str,
@@ -77,20 +90,47 @@ def run_adaptation(
     frozen side from outside, from the step the run starts (or resumes) at (the default renders it every
     step; the sweep passes nada_sweep.adapt.bank's shared bank).
     """
+    steps = run_steps(config, out_dir, on_eval=on_eval, labels=labels, frozen_side=frozen_side)
+    try:
+        request = next(steps)
+        while True:
+            try:
+                loss = request.adaptation.train_step(request.batch)
+            except BaseException as error:
+                request = steps.throw(error)  # the run records it as its own failure, then raises it again
+            else:
+                request = steps.send(loss)
+    except StopIteration as finished:
+        return finished.value
+
+
+def run_steps(
+    config: AdaptConfig,
+    out_dir: Path | str,
+    *,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    labels: dict[str, Any] | None = None,
+    frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None,
+    loaded: LoadedGenerator | None = None,
+) -> RunSteps:
+    """run_adaptation as a generator of its training steps (see RunSteps); `loaded`: the generator to adapt,
+    already loaded (a pack shares one among its members). An error thrown in at a step is recorded as the run's."""
     folder = RunFolder(out_dir)
     config_record = {"config": config.model_dump(mode="json"), "labels": labels or {}}
     _claim_folder(folder, config_record)
     if folder.is_finished():
         return _summary_from_disk(folder, reused=True)
     try:
-        return _train(config, folder, config_record, on_eval, frozen_side)
+        return (yield from _train(config, folder, config_record, on_eval, frozen_side, loaded))
     except TrainingDiverged:
         raise
     except BaseException as error:  # recorded for the report, then passed on unchanged
-        # Ray Tune stops a trial by raising SystemExit from inside its report call.
-        status = Status.INTERRUPTED if isinstance(error, (KeyboardInterrupt, SystemExit)) else Status.FAILED
+        # Ray Tune stops a trial by raising SystemExit from inside its report call; a pack closes the runs
+        # it stops (GeneratorExit).
+        stopped = isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit))
         previous = folder.status() or {}
-        folder.write_status(status=status, step=previous.get("step", 0), error=f"{type(error).__name__}: {error}")
+        folder.write_status(status=Status.INTERRUPTED if stopped else Status.FAILED, step=previous.get("step", 0),
+                            error=f"{type(error).__name__}: {error}")
         raise
 
 
@@ -100,9 +140,10 @@ def _train(
     config_record: dict[str, Any],
     on_eval: Callable[[dict[str, Any]], None] | None,
     frozen_side: Callable[[Adaptation, int], FrozenSide] | None,
-) -> RunSummary:
+    loaded: LoadedGenerator | None,
+) -> RunSteps:
     device = resolve_device(config.device)
-    loaded = load_generator(config.generator, device)
+    loaded = loaded or load_generator(config.generator, device)
     check_config_against_models(config, loaded.generator.n_latent)
     torch.manual_seed(config.seed)
     guidance = load_guidance(config, device)
@@ -127,7 +168,7 @@ def _train(
     for step in range(progress.step, config.steps):
         # The loss stays on the device until the evaluation: reading it every step would make the CPU wait
         # for the GPU each time instead of queueing the next step's work.
-        progress.losses.append(adaptation.step(step, frozen))
+        progress.losses.append((yield StepRequest(adaptation, adaptation.prepare_step(step, frozen))))
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
             losses = progress.take_losses()

@@ -1,0 +1,99 @@
+"""Trials per hour: 8 light trials trained as one pack against the same 8 trained one after another (pack 1).
+
+    python benchmarks/pack_throughput.py [--steps 20] [--rounds 2] [--threads 1] [--configs tiny,32px]
+
+Configs: `tiny` (the built-in tiny generator and tiny CLIP of the demo) and `32px` (a 32 px StyleGAN2 at
+512 channels, style_dim 512, with one seeded tiny CLIP file: the config of step_time.py). Eight stylespace
+trials differing in lr and target text, batch 2, one evaluation at the end, the frozen side from a shared
+bank built before timing (the sweep builds it once for all trials). Both contenders run in this one process
+with the models already loaded, taking turns round by round in alternating order, each round in fresh run
+folders; the ratio is the median of per-round ratios. Every member's final metrics are compared with the
+same trial run alone (they must agree within 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import make_clip_files, make_generator_file, print_table
+
+from nada_sweep.adapt.bank import bank_frozen_side
+from nada_sweep.adapt.pack import PackMember, train_pack
+from nada_sweep.adapt.run import run_adaptation
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.run_files import RunFolder
+
+TARGETS = ("pencil sketch", "oil painting", "watercolor", "pixar character")
+MEMBERS = 8
+
+
+def _configs(generator: str, clip: str, steps: int) -> list[AdaptConfig]:
+    base = AdaptConfig(generator=generator, clip=[ClipSpec(name=clip)], source="photo", target=TARGETS[0],
+                       params="stylespace", steps=steps, eval_every=steps, n_eval=4, n_samples=2, device="cpu")
+    return [base.model_copy(update={"lr": 0.02 * (1 + i // len(TARGETS)), "target": TARGETS[i % len(TARGETS)]})
+            for i in range(MEMBERS)]
+
+
+def _final(folder: Path) -> dict[str, float]:
+    return {k: v for k, v in RunFolder(folder).history()[-1].items() if isinstance(v, float) and k != "elapsed_s"}
+
+
+def measure(name: str, configs: list[AdaptConfig], rounds: int, work: Path) -> dict[str, float]:
+    bank = bank_frozen_side(work / "bank", configs[0].steps)
+    run_adaptation(configs[0], work / "warmup", frozen_side=bank)  # builds the bank, loads every model
+    times: dict[str, list[float]] = {"pack 1": [], "pack 8": []}
+    worst = 0.0
+    for round_index in range(rounds):
+        order = ["pack 1", "pack 8"] if round_index % 2 == 0 else ["pack 8", "pack 1"]
+        for contender in order:
+            folders = [work / f"r{round_index}-{contender.replace(' ', '')}-{i}" for i in range(len(configs))]
+            start = time.perf_counter()
+            if contender == "pack 1":
+                for config, folder in zip(configs, folders):
+                    run_adaptation(config, folder, frozen_side=bank)
+            else:
+                train_pack([PackMember(config, folder, frozen_side=bank) for config, folder in zip(configs, folders)])
+            times[contender].append(time.perf_counter() - start)
+        for i in range(len(configs)):
+            alone, packed = _final(work / f"r{round_index}-pack1-{i}"), _final(work / f"r{round_index}-pack8-{i}")
+            worst = max([worst, *(abs(alone[k] - packed[k]) for k in alone)])
+    ratios = [one / eight for one, eight in zip(times["pack 1"], times["pack 8"])]
+    per_hour = {k: len(configs) * 3600 / statistics.median(v) for k, v in times.items()}
+    return {"pack 1": per_hour["pack 1"], "pack 8": per_hour["pack 8"], "ratio": statistics.median(ratios),
+            "worst": worst}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="training steps per trial")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of each contender")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--configs", default="tiny,32px", help="comma-separated: tiny, 32px")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in args.configs.split(","):
+            if name == "tiny":
+                generator, clip = "builtin:tiny", "builtin:tiny"
+            else:
+                generator, clip = str(make_generator_file(work, 32)), str(make_clip_files(work, 1)[0])
+            result = measure(name, _configs(generator, clip, args.steps), args.rounds, work / name)
+            rows.append([name, result["pack 1"], result["pack 8"], result["ratio"], result["worst"]])
+            assert math.isfinite(result["worst"]) and result["worst"] <= 1e-4, f"{name}: members differ from alone"
+    print_table(f"trials per hour, {MEMBERS} stylespace trials of {args.steps} steps, {args.threads} thread(s)",
+                ["config", "pack 1", "pack 8", "pack 8 / pack 1", "max |metric diff|"], rows)
+
+
+if __name__ == "__main__":
+    main()

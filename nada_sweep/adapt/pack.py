@@ -1,0 +1,206 @@
+"""Packs: several runs of light parametrizations trained together, one batched step for all of them.
+
+Every member is a whole run (`nada_sweep.adapt.run.run_steps`): its own folder, config, evaluation,
+metrics.jsonl, samples, generator.pt/domain.pt, status, state.pt and resume, its own optimiser and layer
+selection. The pack only takes their training steps: one forward of all members' samples through the one
+frozen generator they share (member i's offsets on its own samples, `render_packed`), one CLIP forward per
+guiding model for all images, and one backward of the members' summed losses (their numbers are disjoint,
+so each gets exactly its own gradient).
+
+Each member keeps its own torch RNG stream: the pack swaps the member's state in whenever it runs the member's
+code or draws the member's noise maps, so a member draws exactly the latents and noise it draws alone and its
+checkpoint stores its own stream. A member that fails or diverges leaves the pack with its own status; the
+others go on.
+
+Refused in packs: `full` (its convolutions are per-member weights) and the live frozen side with style mixing
+(the generator draws the crossover from Python's RNG); the sweep's frozen bank gives each member its W+.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide
+from nada_sweep.adapt.params import Full, render_packed
+from nada_sweep.adapt.run import RunSteps, RunSummary, StepRequest, run_steps
+from nada_sweep.adapt.settings import AdaptConfig
+from nada_sweep.devices import resolve_device
+from nada_sweep.errors import UserError
+from nada_sweep.models.checkpoints import load_generator
+
+
+@dataclass
+class PackMember:
+    """One run of a pack: what run_adaptation takes for it."""
+
+    config: AdaptConfig
+    out_dir: Path | str
+    labels: dict[str, Any] | None = None
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+    frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None
+
+
+def pack_key(config: AdaptConfig) -> tuple | None:
+    """What members of one pack must share (None: this run cannot be packed): one generator, one set of
+    guiding CLIP models in order, one device and one CLIP precision."""
+    if config.params == Full.name:
+        return None
+    return (config.generator, tuple(spec.name for spec in config.clip), config.device, config.cuda_bf16_clip,
+            config.cuda_tf32)
+
+
+def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
+    """Why these runs cannot form one pack, or None."""
+    keys = [pack_key(config) for config in configs]
+    if any(key is None for key in keys):
+        return f"{Full.name!r} runs train their own convolution weights and cannot share a pack"
+    if len(set(keys)) > 1:
+        return "the members of a pack need one generator, the same guiding CLIP models, device and precision"
+    return None
+
+
+@dataclass
+class _RngStream:
+    """A member's torch RNG state, swapped in while its code or its draws run."""
+
+    device: torch.device
+    cpu: torch.Tensor = field(default_factory=torch.get_rng_state)
+    cuda: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cuda":
+            self.cuda = torch.cuda.get_rng_state(self.device)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        outer_cpu = torch.get_rng_state()
+        outer_cuda = torch.cuda.get_rng_state(self.device) if self.cuda is not None else None
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+        try:
+            yield
+        finally:
+            self.cpu = torch.get_rng_state()
+            torch.set_rng_state(outer_cpu)
+            if self.cuda is not None:
+                self.cuda = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(outer_cuda, self.device)
+
+
+@dataclass
+class _Live:
+    index: int
+    steps: RunSteps
+    rng: _RngStream
+    request: StepRequest | None = None
+
+
+def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException]:
+    """Train `members` as one pack; per member its RunSummary, or the exception that ended it (each member's
+    folder records its own status). KeyboardInterrupt/SystemExit stop every member (each recorded as
+    interrupted, resumable) and are raised again. UserError if the members cannot share a pack."""
+    problem = pack_problem([member.config for member in members])
+    if problem:
+        raise UserError(f"pack: {problem}")
+    device = resolve_device(members[0].config.device)
+    loaded = load_generator(members[0].config.generator, device)  # one frozen generator for every member
+    results: list[RunSummary | BaseException | None] = [None] * len(members)
+    live = [_Live(index, run_steps(member.config, member.out_dir, on_eval=member.on_eval, labels=member.labels,
+                                   frozen_side=member.frozen_side, loaded=loaded), _RngStream(device))
+            for index, member in enumerate(members)]
+    try:
+        sent: list[torch.Tensor | BaseException | None] = [None] * len(live)
+        while live:
+            for run, value in zip(live, sent, strict=True):
+                _advance(run, value, results)
+            live = [run for run in live if run.request is not None]
+            try:
+                sent = list(_pack_step(live)) if live else []
+            except Exception as error:  # the pack's own step failed: every member records it as its own
+                sent = [error] * len(live)
+    except BaseException:  # interrupted (KeyboardInterrupt, or Tune stopping the trial): every member resumable
+        for run in live:
+            with run.rng.active():
+                run.steps.close()  # the member records itself as interrupted
+        raise
+    return results  # type: ignore[return-value]  # every member has ended, so none is None
+
+
+def _advance(run: _Live, sent: torch.Tensor | BaseException | None, results: list) -> None:
+    """Run the member's own code up to its next step request (or its end), under its own RNG stream."""
+    try:
+        with run.rng.active():
+            if isinstance(sent, BaseException):
+                run.request = run.steps.throw(sent)
+            elif sent is None:
+                run.request = next(run.steps)
+            else:
+                run.request = run.steps.send(sent)
+    except StopIteration as finished:
+        run.request, results[run.index] = None, finished.value
+    except (KeyboardInterrupt, SystemExit):
+        run.request = None
+        raise
+    except BaseException as error:  # a failed or diverged member leaves the pack; its folder says why
+        run.request, results[run.index] = None, error
+
+
+def _w_plus(batch: FrozenBatch, n_latent: int) -> torch.Tensor:
+    if len(batch.styles) != 1:
+        raise ValueError("a pack member's frozen side must give one W+ per step (the frozen bank, or mixing 0)")
+    w = batch.styles[0]
+    return w if w.ndim == 3 else w.unsqueeze(1).repeat(1, n_latent, 1)
+
+
+def _pack_step(live: Sequence[_Live]) -> list[torch.Tensor]:
+    """One optimiser step of every live member; each member's loss, as its own train_step would return it.
+
+    A member's first step is taken alone: until then its images may equal the source images, which the loss
+    detects by exact comparison (and nudges), and a batched pass differs from a single one by float rounding.
+    """
+    losses: dict[int, torch.Tensor] = {}
+    for position, run in enumerate(live):
+        if run.request.adaptation.untrained:
+            with run.rng.active():
+                losses[position] = run.request.adaptation.train_step(run.request.batch)
+    together = [position for position in range(len(live)) if position not in losses]
+    if together:
+        batched = _batched_step([live[position] for position in together])
+        losses |= dict(zip(together, batched, strict=True))
+    return [losses[position] for position in range(len(live))]
+
+
+def _batched_step(live: Sequence[_Live]) -> list[torch.Tensor]:
+    requests = [run.request for run in live]
+    adaptations = [request.adaptation for request in requests]
+    generator = adaptations[0].g_frozen
+    latents = [_w_plus(request.batch, generator.n_latent) for request in requests]
+    sizes = [w.shape[0] for w in latents]
+    noise_maps = []
+    for run, adaptation, size in zip(live, adaptations, sizes, strict=True):
+        if adaptation.randomize_noise:
+            with run.rng.active():  # what the generator would draw for this member alone, in the same order
+                noise_maps.append(generator.make_noise(size))
+        else:
+            noise_maps.append([getattr(generator.noises, f"noise_{i}").expand(size, -1, -1, -1)
+                               for i in range(generator.num_layers)])
+    noise = [torch.cat(maps) for maps in zip(*noise_maps, strict=True)]
+    for adaptation in adaptations:
+        adaptation.optimiser.zero_grad(set_to_none=True)
+    images = render_packed([a.g_train for a in adaptations], sizes, [torch.cat(latents)], input_is_latent=True,
+                           noise=noise)[0]
+    with adaptations[0].clip_precision():
+        embeddings = [clip.encode_images(images).split(sizes) for clip, _ in adaptations[0].guidance.models]
+    losses = [
+        adaptation.loss_of(member_images, request.batch, [per_model[i] for per_model in embeddings])
+        for i, (adaptation, request, member_images) in enumerate(zip(adaptations, requests, images.split(sizes)))
+    ]
+    torch.stack(losses).sum().backward()
+    return [adaptation.finish_step(loss) for adaptation, loss in zip(adaptations, losses, strict=True)]
