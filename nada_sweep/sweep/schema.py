@@ -24,7 +24,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 
 # --demo's step budget: small enough that a whole catalog runs in minutes on two CPU cores, with a learning rate
 # high enough that the adapted rows visibly differ from the source (at the real 0.002 twenty steps of the tiny
-# model change its pixels by 1.2%, at 0.02 by 11.6%: measured over the 60 demo trials).
+# model change its pixels by 1.2%, at 0.02 by 11.6%: measured over the 60 trials of the k-only demo).
 DEMO_TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 20, "eval_every": 10, "lr": 0.02, "n_eval": 4, "n_samples": 4, "auto_layer_batch": 2,
 }
