@@ -131,6 +131,15 @@ def lock_holder(path: Path) -> str | None:
     return None
 
 
+def manifest_entries(manifest: Path) -> dict[str, dict[str, Any]]:
+    """The per-domain entries of a media manifest written earlier (empty when missing or damaged)."""
+    try:
+        entries = read_json(manifest).get("domains", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {e["domain"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("domain"), str)}
+
+
 def sample_name(step: int) -> str:
     return f"step_{step:06d}.png"
 

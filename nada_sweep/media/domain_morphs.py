@@ -11,27 +11,18 @@ never loads it here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from nada_sweep.report import DomainWinner, domain_winners
 from nada_sweep.report.results import safe_name
-from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, SweepFolder, read_json, write_json
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, SweepFolder, manifest_entries, write_json
 
 STEPS = 5  # t = 0, 0.25, 0.5, 0.75, 1
 SAMPLES = 3
 SEED = 0
 TRUNCATION = 0.7
-
-
-def _previous(manifest: Path) -> dict[str, dict[str, Any]]:
-    try:
-        entries = read_json(manifest).get("domains", [])
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {e["domain"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("domain"), str)}
 
 
 def morph_rows(root: Path | str, *, select_metric: str | None = None, collapse_threshold: float | None = None,
@@ -67,7 +58,7 @@ def render_domain_morphs(root: Path, winners: list[DomainWinner], device: str = 
     folder = SweepFolder(root).morphs
     manifest = folder / SweepFolder.MANIFEST
     torch_device = resolve_device(device)
-    previous = _previous(manifest)
+    previous = manifest_entries(manifest)
     steps = [i / (STEPS - 1) for i in range(STEPS)]
     taken: set[str] = set()
     entries, made, warnings = [], [], []

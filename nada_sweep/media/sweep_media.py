@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -23,7 +22,7 @@ from nada_sweep.media.video import WeightMorph, morph_frames
 from nada_sweep.models.checkpoints import LoadedGenerator, load_generator
 from nada_sweep.report import DomainWinner
 from nada_sweep.report.results import safe_name
-from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, SweepFolder, read_json, write_json
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, SweepFolder, manifest_entries, write_json
 from nada_sweep.sampling import fixed_latents
 
 PHOTO_ROW = "photos.png"
@@ -82,14 +81,6 @@ def render_photos(
     return manifest
 
 
-def _previous(manifest: Path) -> dict[str, dict[str, Any]]:
-    try:
-        entries = read_json(manifest).get("domains", [])
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {e["domain"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("domain"), str)}
-
-
 def _source(name: str, device: torch.device, cache: dict[str, LoadedGenerator]) -> LoadedGenerator:
     if name not in cache:
         cache[name] = load_generator(name, device)
@@ -111,7 +102,7 @@ def render_morphs(
     """
     folder = SweepFolder(root).videos
     manifest = folder / SweepFolder.MANIFEST
-    previous = _previous(manifest)
+    previous = manifest_entries(manifest)
     taken: set[str] = set()
     sources: dict[str, LoadedGenerator] = {}
     entries, made = [], []
