@@ -62,6 +62,11 @@ def _entries(data: dict[str, Any]) -> list[dict[str, Any]]:
         entries, list) else []
 
 
+def _trial_of(entry: dict[str, Any]) -> str | None:
+    """The trial a manifest entry was made from (None when it does not say)."""
+    return str(entry.get("trial") or "") or None
+
+
 def read_photos(root: Path, warnings: list[str]) -> PhotoSection | None:
     found = _manifest(root, SweepFolder.PHOTOS, warnings)
     if found is None:
@@ -81,7 +86,7 @@ def read_photos(root: Path, warnings: list[str]) -> PhotoSection | None:
     for entry in _entries(data):
         file = _file(base, entry.get("image"))
         if file is not None:
-            rows.append(PhotoRow(entry["domain"], file, file.name, str(entry.get("trial") or "") or None))
+            rows.append(PhotoRow(entry["domain"], file, file.name, _trial_of(entry)))
     names = [str(n) for n in data.get("names", [])] if isinstance(data.get("names"), list) else []
     return PhotoSection(names, rows)
 
@@ -95,8 +100,7 @@ def read_videos(root: Path, warnings: list[str]) -> dict[str, Video]:
     for entry in _entries(data):
         file = _file(base, entry.get("file"))
         if file is not None:
-            trial = str(entry.get("trial") or "") or None
-            videos[entry["domain"]] = Video(entry["domain"], trial, file, file.name)
+            videos[entry["domain"]] = Video(entry["domain"], _trial_of(entry), file, file.name)
     return videos
 
 
@@ -120,6 +124,5 @@ def read_morphs(root: Path, warnings: list[str]) -> dict[str, Morph]:
         steps = entry.get("steps")
         if file is not None:
             numbers = [float(t) for t in steps if isinstance(t, (int, float))] if isinstance(steps, list) else []
-            morphs[entry["domain"]] = Morph(entry["domain"], str(entry.get("trial") or "") or None, file, file.name,
-                                            numbers)
+            morphs[entry["domain"]] = Morph(entry["domain"], _trial_of(entry), file, file.name, numbers)
     return morphs

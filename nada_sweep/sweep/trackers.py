@@ -42,9 +42,22 @@ def run_name(spec: TrialSpec) -> str:
     return f"{spec.domain}/{spec.name}"
 
 
-def _finished_before(spec: TrialSpec) -> bool:
-    """At a trial's start: its folder holds a finished run, so this run only replays its metrics to Tune."""
-    return RunFolder(spec.out_dir).state().done
+class _ReplayedTrials:
+    """The trials this run only replays to Tune (finished in an earlier run, which logged them): not logged again."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+
+    def started(self, trial: Trial) -> TrialSpec | None:
+        """At a trial's start: its spec when it trains in this run, None when its folder holds a finished run."""
+        spec = spec_of(trial)
+        if RunFolder(spec.out_dir).state().done:
+            self._ids.add(trial.trial_id)
+            return None
+        return spec
+
+    def __contains__(self, trial: Trial) -> bool:
+        return trial.trial_id in self._ids
 
 
 def _metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -93,12 +106,11 @@ class TensorBoardTracker(TBXLoggerCallback):
     def __init__(self, folder: Path) -> None:
         super().__init__()
         self._folder = folder
-        self._replayed: set[str] = set()
+        self._replayed = _ReplayedTrials()
 
     def log_trial_start(self, trial: Trial) -> None:
-        spec = spec_of(trial)
-        if _finished_before(spec):
-            self._replayed.add(trial.trial_id)
+        spec = self._replayed.started(trial)
+        if spec is None:
             return
         if trial in self._trial_writer:
             self._trial_writer[trial].close()
@@ -107,7 +119,7 @@ class TensorBoardTracker(TBXLoggerCallback):
         self._trial_result[trial] = {}
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-        if trial.trial_id in self._replayed or "step" not in result:
+        if trial in self._replayed or "step" not in result:
             return
         step = int(result["step"])
         super().log_trial_result(iteration, trial, {**_metrics(result), TIMESTEPS_TOTAL: step})
@@ -117,7 +129,7 @@ class TensorBoardTracker(TBXLoggerCallback):
             self._trial_writer[trial].flush()
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
-        if trial.trial_id not in self._replayed:
+        if trial not in self._replayed:
             super().log_trial_end(trial, failed)
 
     def _try_log_hparams(self, trial: Trial, result: dict[str, Any]) -> None:
@@ -142,16 +154,15 @@ def _mlflow_callback_class() -> type:
 
         def __init__(self, tracking_uri: str, experiment: str) -> None:
             super().__init__(tracking_uri=tracking_uri, experiment_name=experiment)
-            self._replayed: set[str] = set()
+            self._replayed = _ReplayedTrials()
 
         def setup(self, *args: Any, **kwargs: Any) -> None:
             allow_file_store(self.tracking_uri)
             super().setup(*args, **kwargs)
 
         def log_trial_start(self, trial: Trial) -> None:
-            spec = spec_of(trial)
-            if _finished_before(spec):
-                self._replayed.add(trial.trial_id)
+            spec = self._replayed.started(trial)
+            if spec is None:
                 return
             if trial not in self._trial_runs:
                 client = self.mlflow_util._get_client()
@@ -159,7 +170,7 @@ def _mlflow_callback_class() -> type:
             self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=_params(spec))
 
         def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-            if trial.trial_id in self._replayed or trial not in self._trial_runs or "step" not in result:
+            if trial in self._replayed or trial not in self._trial_runs or "step" not in result:
                 return
             run_id, step = self._trial_runs[trial], int(result["step"])
             self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=_metrics(result), step=step)
@@ -203,16 +214,15 @@ def _wandb_callback_class() -> type:
             super().__init__(project=settings.project, group=sweep.name, entity=settings.entity,
                              mode=sweep.config.trackers.wandb.resolved_mode(), dir=str(sweep.results_root))
             self._root = sweep.results_root
-            self._replayed: set[str] = set()
+            self._replayed = _ReplayedTrials()
 
         def setup(self, *args: Any, **kwargs: Any) -> None:
             if self.kwargs["mode"] == "online":  # offline runs need no API key
                 super().setup(*args, **kwargs)
 
         def log_trial_start(self, trial: Trial) -> None:
-            spec = spec_of(trial)
-            if _finished_before(spec):
-                self._replayed.add(trial.trial_id)
+            spec = self._replayed.started(trial)
+            if spec is None:
                 return
             name = run_name(spec)
             # Tune's own start names the run after Tune's trial and logs its whole config; the rest is Tune's.
@@ -222,7 +232,7 @@ def _wandb_callback_class() -> type:
                 project=self.project, config=_params(spec), **self.kwargs)
 
         def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-            if trial.trial_id in self._replayed or "step" not in result:
+            if trial in self._replayed or "step" not in result:
                 return
             step = int(result["step"])
             logged: dict[str, Any] = {**_metrics(result), TRAINING_ITERATION: step}  # W&B's step axis
@@ -232,7 +242,7 @@ def _wandb_callback_class() -> type:
             super().log_trial_result(iteration, trial, logged)
 
         def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
-            if trial.trial_id not in self._replayed:
+            if trial not in self._replayed:
                 super().log_trial_end(trial, failed)
 
     return WandbTracker
