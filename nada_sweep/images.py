@@ -9,6 +9,7 @@ import torch
 from PIL import Image, PngImagePlugin
 from torchvision.utils import make_grid
 
+from nada_sweep.errors import shortened
 from nada_sweep.run_files import atomic_write
 
 PNG_LABEL_KEY = "nada-sweep"
@@ -19,6 +20,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def image_files(folder: Path) -> list[Path]:
     """The image files of `folder` by suffix, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def unreadable_image(path: Path) -> str | None:
+    """Why Pillow cannot read `path` as an image, or None: its header and structure are checked (a PNG's chunks
+    and their checksums), without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # a damaged file makes Pillow raise many kinds of errors (OSError, SyntaxError, ...)
+        return shortened(str(error)) or type(error).__name__
+    return None
 
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:

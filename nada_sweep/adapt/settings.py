@@ -27,10 +27,15 @@ LR_BY_PARAMS: dict[str, float] = {
 }
 
 
+# Every number a setting takes is finite unless its field says otherwise: `inf` passes bounds such as gt=0 and
+# would only fail once training (or Ray's resource accounting) meets it. Every settings model merges this in.
+FINITE_NUMBERS = ConfigDict(allow_inf_nan=False)
+
+
 class ClipSpec(BaseModel):
     """One member of the CLIP ensemble that guides training."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE_NUMBERS)
 
     name: str = Field(description="OpenAI CLIP name (ViT-B/32, ...), a local .pt file, or builtin:tiny")
     weight: float = Field(1.0, gt=0, description="weight of this model's loss in the ensemble sum")
@@ -50,7 +55,7 @@ LayerMap = Annotated[Literal["driven", "reference"], BeforeValidator(_layer_map_
 class MapperSettings(BaseModel):
     """The mapper stage of a run; absent (null) means no mapper."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE_NUMBERS)
 
     steps: int = Field(200, gt=0, description="mapper training steps (after the adaptation steps)")
     lr: float = Field(0.005, gt=0, description="Adam learning rate of the mapper")
@@ -88,7 +93,7 @@ def layer_selection_target_problem(selects_layers: bool, target: str | None) -> 
 class TrainSettings(BaseModel):
     """Hyperparameters of one adaptation; every field may be searched or overridden per domain."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, **FINITE_NUMBERS)
 
     steps: int = Field(300, gt=0, description="training steps (the trial's budget)")
     batch: int = Field(2, gt=0, description="latents per training step")

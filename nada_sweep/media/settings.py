@@ -3,7 +3,8 @@ defaults without loading torch (`nada-sweep report` never loads it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 from nada_sweep.errors import UserError
 
@@ -24,7 +25,10 @@ class InvertSettings:
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its option."""
-        problems = []
+        problems = [f"--{name.replace('_', '-')}: {value} must be a finite number"
+                    for name, value in asdict(self).items() if isinstance(value, float) and not math.isfinite(value)]
+        if problems:
+            return problems  # the range checks below would only repeat them
         if self.steps < 1:
             problems.append(f"--steps: {self.steps} must be at least 1")
         if self.batch < 1:

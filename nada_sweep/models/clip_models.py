@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nada_sweep.errors import UserError
+from nada_sweep.errors import UserError, quoted
 from nada_sweep.models.cache import ModelCache, file_identity
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX
 
@@ -286,16 +286,27 @@ def parse_clip_arg(text: str) -> tuple[str, float]:
     return name, weight
 
 
+_PROMPT_PREFIX = 4096  # characters; far more than CLIP's 77 tokens of any real prompt
+
+
 def check_prompt(text: str, field: str) -> None:
     """Reject a prompt that is empty or too long for CLIP, alone or inside the longest prompt template."""
     if not isinstance(text, str) or not text.strip():
-        raise UserError(f"{field}: {text!r} is empty; give a short text such as 'photo' or 'pencil sketch'")
-    text_tokens = len(_tokenizer().encode(text))
+        raise UserError(f"{field}: {quoted(text)} is empty; give a short text such as 'photo' or 'pencil sketch'")
     overhead, template = max((len(_tokenizer().encode(t.format(""))), t) for t in IMAGENET_TEMPLATES)
     limit = CONTEXT_LENGTH - 2 - overhead  # start and end tokens, then the template's own words
+    # A start already over the limit settles it: a pasted 50 MB text is not tokenized whole (~1 s per MB).
+    text_tokens = len(_tokenizer().encode(text[:_PROMPT_PREFIX]))
+    counted = str(text_tokens)
+    if len(text) > _PROMPT_PREFIX:
+        if text_tokens <= limit:
+            text_tokens = len(_tokenizer().encode(text))
+            counted = str(text_tokens)
+        else:
+            counted = f"more than {text_tokens - 1}"  # a word cut at the end of the start may count one more
     if text_tokens > limit:
         shown = text if len(text) <= 80 else text[:77] + "..."
-        raise UserError(f"{field}: {shown!r} is {text_tokens} CLIP tokens; at most {limit} fit, because it is "
+        raise UserError(f"{field}: {shown!r} is {counted} CLIP tokens; at most {limit} fit, because it is "
                         f"also used inside prompt templates such as {template!r} and CLIP reads "
                         f"{CONTEXT_LENGTH} tokens; shorten it")
 

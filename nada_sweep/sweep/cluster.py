@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-from nada_sweep.errors import UserError, quoted
+from nada_sweep.errors import UserError, field_name, quoted
 from nada_sweep.sweep.plan import ResolvedSweep
 
 ADDRESS_FORMS = "auto, host:port (the head's address, as `ray start --head` prints it) or ray://host:port"
@@ -110,10 +110,12 @@ def check_cluster(sweep: ResolvedSweep) -> None:
 
     available = ray.cluster_resources()
     resources = sweep.config.resources
-    where = f"{sweep.sweep_file}: resources"
+    prefix = sweep.resources_loc
+    gpus, cpus = (*prefix, "gpus"), (*prefix, "cpus")
     if resources.gpus > 0 and available.get("GPU", 0) < resources.gpus:
-        raise UserError(f"{where}.gpus: each trial asks for {resources.gpus:g} GPU but the Ray cluster has "
-                        f"{available.get('GPU', 0):g}; set gpus: 0 to train on CPUs (or try --demo)")
+        demo = "" if sweep.demo else " (or try --demo)"
+        raise UserError(f"{sweep.where(gpus)}: {field_name(gpus)}: each trial asks for {resources.gpus:g} GPU but "
+                        f"the Ray cluster has {available.get('GPU', 0):g}; set it to 0 to train on CPUs{demo}")
     if available.get("CPU", 0) < resources.cpus:
-        raise UserError(f"{where}.cpus: each trial asks for {resources.cpus:g} CPUs but the Ray cluster has "
-                        f"{available.get('CPU', 0):g}; lower resources.cpus")
+        raise UserError(f"{sweep.where(cpus)}: {field_name(cpus)}: each trial asks for {resources.cpus:g} CPUs but "
+                        f"the Ray cluster has {available.get('CPU', 0):g}; lower {field_name(cpus)}")

@@ -177,26 +177,24 @@ def run_sweep(
     verbose: bool = False,
     console: Console | None = None,
 ) -> int:
-    """Run every trial of `sweep` on Ray Tune, then print the summary and build the report."""
+    """Run every trial of `sweep` on Ray Tune, then print the summary and build the report.
+
+    Everything that can refuse the run (another run holding the folder, a cluster without the resources asked
+    for, trials on disk with other settings, a saved search made differently) is checked before anything is
+    written: a refused run leaves the results folder as it was, its lock file included.
+    """
     console = console or Console()
     root = sweep.results_root
-    if fresh:
-        move_aside(root, console)
-    root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(root):
-        searcher = None
-        if sweep.adaptive:
-            from nada_sweep.sweep.search import STATE_FILE, PerDomainSearch
-
-            make = adaptive_spec(sweep)
-            searcher = PerDomainSearch(sweep, make, root / STATE_FILE)  # continues a saved search
-            specs = [make(plan, index) for plan, index in searcher.suggested()]
-        else:
-            specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
-            _plan_frozen_bank(sweep, specs, [])
+    _refuse_if_locked(root)
+    with cluster.ray_for_run(address, verbose) as release_ray:
+        cluster.check_cluster(sweep)
+        if fresh:
+            move_aside(root, console)
+        specs, searcher = _trial_specs(sweep)
         _check_existing_trials(sweep, specs)
-        started = time.monotonic()
-        with cluster.ray_for_run(address, verbose) as release_ray:
+        root.mkdir(parents=True, exist_ok=True)
+        with _exclusive(root):
+            started = time.monotonic()
             try:
                 _fit(sweep, longest_first(sweep, specs) if searcher is None else specs, searcher,
                      verbose=verbose, console=console)
@@ -206,6 +204,19 @@ def run_sweep(
             report_index = _report(sweep, console)
             print_summary(sweep, outcomes, time.monotonic() - started, report_index, console)
             return exit_code(outcomes)
+
+
+def _trial_specs(sweep: ResolvedSweep) -> tuple[list[TrialSpec], PerDomainSearch | None]:
+    """The specs of the trials to run and, for an adaptive search, its searcher (continuing a saved search)."""
+    if not sweep.adaptive:
+        specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
+        _plan_frozen_bank(sweep, specs, [])
+        return specs, None
+    from nada_sweep.sweep.search import STATE_FILE, PerDomainSearch
+
+    make = adaptive_spec(sweep)
+    searcher = PerDomainSearch(sweep, make, sweep.results_root / STATE_FILE)
+    return [make(plan, index) for plan, index in searcher.suggested()], searcher
 
 
 def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch | None, *, verbose: bool,
@@ -219,8 +230,6 @@ def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch
 
     from nada_sweep.sweep.trackers import tracker_callbacks
 
-    cluster.check_cluster(sweep)
-    # Only now: a run refused for its resources leaves the resolved config of the last real run in place.
     write_resolved(sweep)
     title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
     progress = SweepProgress(title, sweep.trial_total, sweep.config.select_metric, console)
@@ -356,8 +365,19 @@ def _exclusive(root: Path) -> Iterator[None]:
         with run_files.file_lock(SweepFolder(root).lock):
             yield
     except run_files.LockHeld as held:
-        raise UserError(f"{root}: another `nada-sweep run` (pid {held.holder}) is using this results folder; wait "
-                        "for it to finish or stop it first") from None
+        raise _locked(root, held.holder) from None
+
+
+def _refuse_if_locked(root: Path) -> None:
+    """Refuse at once, touching nothing, when another run holds the results folder (_exclusive settles races)."""
+    holder = run_files.lock_holder(SweepFolder(root).lock)
+    if holder is not None:
+        raise _locked(root, holder)
+
+
+def _locked(root: Path, holder: str) -> UserError:
+    return UserError(f"{root}: another `nada-sweep run` (pid {holder}) is using this results folder; wait for it "
+                     "to finish or stop it first")
 
 
 def move_aside(root: Path, console: Console) -> Path | None:

@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import ConfigDict
 
 from nada_sweep.adapt.settings import TrainSettings, k_problem, layer_selection_on, layer_selection_target_problem
-from nada_sweep.errors import NO_VALUE, Problems, UserError, field_name
-from nada_sweep.images import IMAGE_SUFFIXES, image_files
+from nada_sweep.errors import NO_VALUE, Loc, Problems, UserError, field_name, quoted
+from nada_sweep.images import IMAGE_SUFFIXES, image_files, unreadable_image
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX
 from nada_sweep.models.presets import GENERATOR_PRESETS
+from nada_sweep.paths import Kind, PathProblem, kind_problem, output_folder_problem, shown, user_path
 from nada_sweep.sweep import space
-from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep, path_from
+from nada_sweep.sweep.plan import ResolvedDomain, ResolvedSweep
 from nada_sweep.sweep.schema import (
     ADAPTIVE_SEARCH,
     DEMO_TRAIN_DEFAULTS,
     OVERRIDE_FIELDS,
     Catalog,
     TRACKERS,
+    VALUE_CONFIG,
     SweepFile,
     WandbSettings,
     constrained,
@@ -43,7 +45,10 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
 
     Reads the generator file to learn its n_latent (k is checked against it) but loads no CLIP weights.
     """
-    sweep_file = Path(path).expanduser().resolve()
+    try:
+        sweep_file = user_path(path)
+    except PathProblem as problem:
+        raise UserError(f"sweep file: {problem}") from None
     doc = load_yaml(sweep_file, "sweep")
     problems = problems_in(doc)
     if not isinstance(doc.data, dict):
@@ -87,16 +92,15 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
     ]
     eval_clip = (_resolve_clip(config.eval_clip, sweep_file, (*model_loc, "eval_clip"), problems)
                  if config.eval_clip else None)
-    catalog_file = path_from(sweep_file, config.catalog)
-    if not catalog_file.is_file():
-        problems.add(("catalog",), f"file not found: {catalog_file}", config.catalog)
+    catalog_file = _checked_path(config.catalog, sweep_file, ("catalog",), problems, "file", "catalog file")
     problems.raise_if_any()
+    assert catalog_file is not None  # its problem was raised
 
     lr_given = "lr" in sweep_train or (demo and "lr" in config.demo.train.model_dump(exclude_unset=True))
     catalog_doc, domains = _load_catalog(catalog_file, sweep_train, demo_train, dims, doc, lr_given)
     generator, loaded = _resolve_generator(config, sweep_file, problems.where((*model_loc, "generator")))
     n_latent = loaded.generator.n_latent
-    _check_k(domains, dims, dim_prefix, n_latent, generator, problems, problems_in(catalog_doc))
+    _check_k(domains, dims, dim_prefix, n_latent, generator, problems, catalog_doc, _k_given_at(config, demo))
 
     adaptive = config.search_alg in ADAPTIVE_SEARCH
     trials = [] if adaptive else space.expand([d.name for d in domains], dims, config.num_samples,
@@ -116,9 +120,47 @@ def load_sweep(path: str | Path, *, demo: bool = False) -> ResolvedSweep:
         domains=domains,
         search=dims,
         trials=trials,
+        sweep_doc=doc,
     )
+    _check_outputs(resolved, problems)
     _check_trials(resolved, problems, dim_prefix)
     return resolved
+
+
+def _checked_path(value: str, anchor_file: Path, loc: Loc, problems: Problems, kind: Kind, what: str
+                  ) -> Path | None:
+    """`value` as an absolute path (relative to `anchor_file`) when it is an existing `kind`, else None and its
+    problem (not found, the other kind, a symlink loop, ...) added at `loc`."""
+    try:
+        path = user_path(value, anchor_file)
+    except PathProblem as problem:
+        problems.add(loc, str(problem), value)
+        return None
+    problem = kind_problem(path, kind, what)
+    if problem:
+        problems.add(loc, problem, value)
+        return None
+    return path
+
+
+def _check_outputs(sweep: ResolvedSweep, problems: Problems) -> None:
+    """The folders `run` writes into can be created and written: results, Ray's storage, the MLflow store."""
+    config = sweep.config
+    outputs: list[tuple[Loc, str, Callable[[], Path | str]]] = [(("results_dir",), config.results_dir, lambda: sweep.results_root)]
+    if config.storage is not None and "://" not in config.storage:
+        outputs.append((("storage",), config.storage, lambda: sweep.storage))
+    mlflow = config.trackers.mlflow
+    if mlflow is not None and mlflow.tracking_uri is not None and ":" not in mlflow.tracking_uri:
+        outputs.append((("trackers", "mlflow", "tracking_uri"), mlflow.tracking_uri,
+                        lambda: user_path(mlflow.tracking_uri, sweep.sweep_file)))
+    for loc, value, folder in outputs:
+        try:
+            problem = output_folder_problem(Path(folder()))
+        except PathProblem as error:
+            problem = str(error)
+        if problem:
+            problems.add(loc, problem, value)
+    problems.raise_if_any()
 
 
 def _check_trials(sweep: ResolvedSweep, problems: Problems, dim_prefix: dict[str, tuple[Any, ...]]) -> None:
@@ -157,7 +199,11 @@ def _check_search(raw: dict[str, tuple[tuple[Any, ...], Any]], problems: Problem
         if dim.kind == "uniform" and base_type is int:
             problems.add(kind_loc, f"{name} takes whole numbers: use randint or a list")
             continue
-        adapter = pydantic.TypeAdapter(constrained(info), config=ConfigDict(strict=True))
+        if dim.kind == "randint" and base_type is float:
+            problems.add(kind_loc, f"{name} takes any number, and randint would draw whole ones only: use uniform, "
+                         "loguniform, or a list of the values you want")
+            continue
+        adapter = pydantic.TypeAdapter(constrained(info), config=VALUE_CONFIG)
         valid = True
         for index, value in enumerate(dim.values):
             try:
@@ -312,15 +358,20 @@ def _check_prompt(text: str, loc: tuple[Any, ...], problems: Problems) -> None:
 
 
 def _check_images(value: str | None, catalog_file: Path, loc: tuple[Any, ...], problems: Problems) -> str | None:
+    """The style-image folder as an absolute path; every image in it is opened (a header check, not a decode)."""
     if value is None:
         return None
-    folder = path_from(catalog_file, value)
-    if not folder.is_dir():
-        problems.add(loc, f"folder not found: {folder}", value)
+    folder = _checked_path(value, catalog_file, loc, problems, "folder", "folder of style images")
+    if folder is None:
         return None
-    if not image_files(folder):
-        problems.add(loc, f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})", value)
+    files = image_files(folder)
+    if not files:
+        problems.add(loc, f"{shown(folder)} holds no images ({', '.join(IMAGE_SUFFIXES)})", value)
         return None
+    for file in files:
+        problem = unreadable_image(file)
+        if problem:
+            problems.add(loc, f"{shown(file)} is not a readable image: {problem}; remove or replace it", value)
     return str(folder)
 
 
@@ -332,20 +383,24 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
     if value.startswith(BUILTIN_PREFIX):
         resolved = value
     elif value in GENERATOR_PRESETS:
-        path = path_from(sweep_file, config.weights_dir) / GENERATOR_PRESETS[value]
-        if not path.is_file():
+        path = _user_path(config.weights_dir, sweep_file, f"{where}: weights_dir") / GENERATOR_PRESETS[value]
+        if not (path.exists() or path.is_symlink()):
             raise UserError(
-                f"{where}: generator: preset {value!r} means the file {path}, which does not exist. Put the "
-                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {config.weights_dir}; "
+                f"{where}: generator: preset {value!r} means the file {shown(path)}, which does not exist. Put the "
+                f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {quoted(config.weights_dir)}; "
                 "`nada-sweep models` says where to get it) or set "
                 "generator to the path of your file; `--demo` runs the same sweep on built-in tiny models"
             )
+        problem = kind_problem(path, "file", "generator file")
+        if problem:
+            raise UserError(f"{where}: generator: preset {value!r}: {problem}")
         resolved = str(path)
     else:
-        path = path_from(sweep_file, value)
-        if not path.is_file():
+        path = _user_path(value, sweep_file, f"{where}: generator")
+        problem = kind_problem(path, "file", "generator file")
+        if problem:
             raise UserError(
-                f"{where}: generator: file not found: {path} (got {value!r}); give a rosinality-format .pt file, "
+                f"{where}: generator: {problem} (got {quoted(value)}); give a rosinality-format .pt file, "
                 f"an NVIDIA StyleGAN2-ADA .pkl, a preset ({', '.join(GENERATOR_PRESETS)}) kept in weights_dir, "
                 "or builtin:tiny"
             )
@@ -357,6 +412,13 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
     return resolved, loaded
 
 
+def _user_path(value: str, anchor_file: Path, where: str) -> Path:
+    try:
+        return user_path(value, anchor_file)
+    except PathProblem as problem:
+        raise UserError(f"{where}: {problem} (got {quoted(value)})") from None
+
+
 def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: Problems) -> str:
     """A CLIP name as trials will use it: known names kept, files made absolute. No weights are loaded here."""
     import clip
@@ -365,8 +427,15 @@ def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: P
 
     if name == BUILTIN_TINY or name in clip.available_models():
         return name
-    path = path_from(sweep_file, name)
-    if path.is_file():
+    try:
+        path = user_path(name, sweep_file)
+    except PathProblem as problem:
+        problems.add(loc, str(problem), name)
+        return name
+    if path.exists():
+        problem = kind_problem(path, "file", "CLIP model file")
+        if problem:
+            problems.add(loc, problem, name)
         return str(path)
     close = [m for m in clip.available_models() if m.lower() == name.lower()]
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -375,11 +444,22 @@ def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: P
     return name
 
 
+def _k_given_at(config: SweepFile, demo: bool) -> Loc | None:
+    """Where the sweep file sets every domain's k: demo.train (with --demo, over the domains' own), train, or None."""
+    if demo and "k" in config.demo.train.model_fields_set:
+        return ("demo", "train", "k")
+    return ("train", "k") if "k" in config.train.model_fields_set else None
+
+
 def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_prefix: dict[str, tuple[Any, ...]],
-             n_latent: int, generator: str, problems: Problems, catalog_problems: Problems) -> None:
-    """k within 0..n_latent everywhere it is set, and no layer selection without a target text."""
+             n_latent: int, generator: str, problems: Problems, catalog_doc: YamlDoc, sweep_k: Loc | None) -> None:
+    """k within 0..n_latent everywhere it is set (reported where it is set), and no layer selection without a
+    target text."""
+    catalog_problems = problems_in(catalog_doc)
+    entries = catalog_doc.data["domains"]
     k_dim = next((dim for dim in dims if dim.field == "k"), None)
     k_values: list[int] = []
+    sweep_k_reported = False
     if k_dim is not None:
         loc = (*dim_prefix["k"], "search", "k") + ((k_dim.kind,) if k_dim.kind != "grid" else ())
         k_values = list(k_dim.values) if k_dim.kind != "randint" else [k_dim.values[1]]
@@ -391,7 +471,11 @@ def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_pre
         loc = ("domains", domain.index)
         problem = k_problem(domain.settings["k"], n_latent, generator) if k_dim is None else None
         if problem:
-            catalog_problems.add((*loc, "k"), problem, domain.settings["k"])
+            if sweep_k is None or ("k" in entries[domain.index] and sweep_k[0] != "demo"):
+                catalog_problems.add((*loc, "k"), problem, domain.settings["k"])
+            elif not sweep_k_reported:
+                problems.add(sweep_k, problem, domain.settings["k"])
+                sweep_k_reported = True
         selects = any(layer_selection_on(k, domain.settings["auto_layer_iters"])
                       for k in (k_values or [domain.settings["k"]]))
         problem = layer_selection_target_problem(selects, domain.target)

@@ -5,7 +5,6 @@ Written to results/<sweep>/sweep.resolved.yaml before any work, so a results fol
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ import yaml
 
 from nada_sweep import metric_rules
 from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
+from nada_sweep.paths import user_path
 from nada_sweep.sweep import space
 from nada_sweep.sweep.schema import ADAPTIVE_SEARCH, DEMO_LR_BY_PARAMS, SweepFile
+from nada_sweep.sweep.yaml_doc import YamlDoc
 
 
 @dataclass
@@ -45,6 +46,17 @@ class ResolvedSweep:
     domains: list[ResolvedDomain]
     search: list[space.SearchDim]
     trials: list[space.TrialPlan]
+    sweep_doc: YamlDoc | None = None  # the sweep file as read: the line of each field, for messages
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        """`file:line` of a field of the sweep file (the file alone when its line is not known)."""
+        line = self.sweep_doc.line(loc) if self.sweep_doc else None
+        return f"{self.sweep_file}:{line}" if line else str(self.sweep_file)
+
+    @property
+    def resources_loc(self) -> tuple[str, ...]:
+        """Where the resources in effect are set: demo.resources with --demo, else resources."""
+        return ("demo", "resources") if self.demo else ("resources",)
 
     @property
     def name(self) -> str:
@@ -52,7 +64,7 @@ class ResolvedSweep:
 
     @property
     def results_root(self) -> Path:
-        return path_from(self.sweep_file, self.config.results_dir) / self.name
+        return user_path(self.config.results_dir, self.sweep_file) / self.name
 
     @property
     def storage(self) -> str:
@@ -60,7 +72,7 @@ class ResolvedSweep:
             return str(self.results_root / "tune")
         if "://" in self.config.storage:
             return self.config.storage
-        return str(path_from(self.sweep_file, self.config.storage))
+        return str(user_path(self.config.storage, self.sweep_file))
 
     @property
     def select_mode(self) -> str:
@@ -100,7 +112,7 @@ class ResolvedSweep:
         uri = settings.tracking_uri
         if uri is None:
             return (self.results_root / "mlruns").as_uri()
-        return uri if ":" in uri else path_from(self.sweep_file, uri).as_uri()
+        return uri if ":" in uri else user_path(uri, self.sweep_file).as_uri()
 
     def probe_trials(self) -> list[space.TrialPlan]:
         """Stand-ins for an adaptive search's trials: each searched value at its extremes (a choice: each value).
@@ -198,8 +210,3 @@ class ResolvedSweep:
         if self.demo:
             header += "# DEMO: built-in tiny random-weight models; results show the pipeline works, nothing more\n"
         return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-
-
-def path_from(anchor_file: Path, value: str) -> Path:
-    path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else (anchor_file.parent / path).resolve()

@@ -13,14 +13,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from nada_sweep.adapt.settings import LR_BY_PARAMS, ClipSpec, ParamsName, TrainSettings
+from nada_sweep.adapt.settings import FINITE_NUMBERS, LR_BY_PARAMS, ClipSpec, ParamsName, TrainSettings
 from nada_sweep.metric_rules import DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_SELECT_METRIC, SelectMetric
 from nada_sweep.models.presets import GENERATOR_PRESETS
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: a name becomes a folder
 SAFE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
 
-_STRICT = ConfigDict(extra="forbid", strict=True)
+# One value as the sweep file gives it: no type coercion ("3" is not 3), every number finite.
+VALUE_CONFIG = ConfigDict(strict=True, **FINITE_NUMBERS)
+_STRICT = ConfigDict(extra="forbid", **VALUE_CONFIG)
 
 # --demo's step budget: small enough that a whole catalog runs in minutes on two CPU cores, with a learning rate
 # high enough that the adapted rows visibly differ from the source (at the real 0.002 twenty steps of the tiny
