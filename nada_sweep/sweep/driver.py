@@ -186,12 +186,14 @@ def run_sweep(
     console = console or Console()
     root = sweep.results_root
     _refuse_if_locked(root)
+    if not fresh:  # trials and a search already on disk must match; --fresh moves them aside (once Ray fits)
+        specs, searcher = _trial_specs(sweep)
+        _check_existing_trials(sweep, specs)
     with cluster.ray_for_run(address, verbose) as release_ray:
         cluster.check_cluster(sweep)
         if fresh:
             move_aside(root, console)
-        specs, searcher = _trial_specs(sweep)
-        _check_existing_trials(sweep, specs)
+            specs, searcher = _trial_specs(sweep)
         root.mkdir(parents=True, exist_ok=True)
         with _exclusive(root):
             started = time.monotonic()
