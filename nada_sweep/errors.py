@@ -27,8 +27,8 @@ class UserError(Exception):
 def field_name(loc: Iterable[Any]) -> str:
     """`domains[3].target` from ("domains", 3, "target")."""
     text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    for part in loc:  # a key is the user's text too: a 50 MB key is cut like a value
+        text += f"[{part}]" if isinstance(part, int) else (f".{shortened(str(part))}" if text else shortened(str(part)))
     return text or "(top level)"
 
 

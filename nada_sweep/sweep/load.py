@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ def _checked_path(value: str, anchor_file: Path, loc: Loc, problems: Problems, k
 def _check_outputs(sweep: ResolvedSweep, problems: Problems) -> None:
     """The folders `run` writes into can be created and written: results, Ray's storage, the MLflow store."""
     config = sweep.config
-    outputs: list[tuple[Loc, str, Callable[[], Path | str]]] = [(("results_dir",), config.results_dir, lambda: sweep.results_root)]
+    outputs: list[tuple[Loc, str, Callable[[], Path | str]]] = [
+        (("results_dir",), config.results_dir, lambda: sweep.results_root)]
     if config.storage is not None and "://" not in config.storage:
         outputs.append((("storage",), config.storage, lambda: sweep.storage))
     mlflow = config.trackers.mlflow
@@ -384,7 +386,7 @@ def _resolve_generator(config: SweepFile, sweep_file: Path, where: str) -> tuple
         resolved = value
     elif value in GENERATOR_PRESETS:
         path = _user_path(config.weights_dir, sweep_file, f"{where}: weights_dir") / GENERATOR_PRESETS[value]
-        if not (path.exists() or path.is_symlink()):
+        if not os.path.lexists(path):  # (Path.exists raises for a name too long)
             raise UserError(
                 f"{where}: generator: preset {value!r} means the file {shown(path)}, which does not exist. Put the "
                 f"rosinality-format {GENERATOR_PRESETS[value]} there (weights_dir: {quoted(config.weights_dir)}; "
@@ -432,7 +434,7 @@ def _resolve_clip(name: str, sweep_file: Path, loc: tuple[Any, ...], problems: P
     except PathProblem as problem:
         problems.add(loc, str(problem), name)
         return name
-    if path.exists():
+    if os.path.lexists(path):  # a link counts: kind_problem names a broken or looping one
         problem = kind_problem(path, "file", "CLIP model file")
         if problem:
             problems.add(loc, problem, name)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nada_sweep.errors import did_you_mean
+from nada_sweep.errors import did_you_mean, quoted
 
 SearchKind = Literal["grid", "choice", "uniform", "loguniform", "randint"]
 RANGE_KINDS = ("uniform", "loguniform", "randint")
@@ -97,7 +97,7 @@ def parse_search(raw: Any, field_names: Sequence[str]) -> list[SearchDim]:
     for name, spec in raw.items():
         loc = ("search", name)
         if name not in field_names:
-            raise SpecError(loc, f"unknown setting {name!r}{did_you_mean(name, field_names)}", show_value=False)
+            raise SpecError(loc, f"unknown setting {quoted(name)}{did_you_mean(name, field_names)}", show_value=False)
         dims.append(_parse_dim(loc, str(name), spec))
     return dims
 
@@ -117,7 +117,7 @@ def _parse_dim(loc: tuple[str | int, ...], name: str, spec: Any) -> SearchDim:
     ((kind, args),) = spec.items()
     loc = (*loc, kind)
     if kind not in SPEC_KINDS:
-        raise SpecError(loc, f"unknown search kind {kind!r}{did_you_mean(kind, SPEC_KINDS)}", show_value=False)
+        raise SpecError(loc, f"unknown search kind {quoted(kind)}{did_you_mean(kind, SPEC_KINDS)}", show_value=False)
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise SpecError(loc, "needs a non-empty list of values to choose from", args)
