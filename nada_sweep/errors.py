@@ -34,7 +34,11 @@ def field_name(loc: Iterable[Any]) -> str:
 
 def quoted(value: Any) -> str:
     """`value` as a message shows it: its repr, cut to MAX_QUOTED characters."""
-    text = repr(value)
+    return shortened(repr(value))
+
+
+def shortened(text: str) -> str:
+    """`text` (a path, a name a user gave) cut to MAX_QUOTED characters for a message."""
     return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
 
 

@@ -187,7 +187,7 @@ BAD = {
     "resnet-synthesis": (lambda d: _dumped(d, {"G_ema": _resnet(fmt.build_generator(resolution=8))}),
                          "architecture 'resnet'"),
     "truncated": (_truncated, "truncated or corrupt"),
-    "text-file": (lambda d: _write(d / "network.pkl", b"hello, not a pickle\n"), "truncated or corrupt"),
+    "text-file": (lambda d: _write(d / "network.pkl", b"hello, not a pickle\n"), "not a network pickle (it starts with the text"),
     "empty": (lambda d: _write(d / "network.pkl", b""), "file is empty"),
     "stylegan3": (lambda d: _dumped(d, {"G_ema": fmt.stylegan3_like()}), "StyleGAN3 generator"),
     "stylegan-xl": (lambda d: _dumped(d, {"G_ema": fmt.stylegan_xl_like()}), "StyleGAN-XL generator"),
