@@ -32,7 +32,7 @@ class WeightsFileError(Exception):
 def load_weights(path: Path, safe_globals: Sequence[Any] = ()) -> Any:
     """torch.load(path, weights_only=True) on the CPU; `safe_globals`: extra plain-data classes it may build.
 
-    OSError (missing, unreadable) passes; everything else that fails is a WeightsFileError.
+    OSError from opening it (missing, no permission) passes; everything else that fails is a WeightsFileError.
     """
     with open(path, "rb") as file:
         head = file.read(64)
@@ -54,9 +54,7 @@ def load_weights(path: Path, safe_globals: Sequence[Any] = ()) -> Any:
             reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(exc), re.S)
             raise WeightsFileError(f"not a PyTorch checkpoint, or corrupt (unpickling failed: "
                                    f"{reason.group(1) if reason else first_sentence(exc)})") from None
-        except OSError:
-            raise
-        except Exception as exc:  # damaged archives surface as RuntimeError, EOFError, struct.error, ...
+        except Exception as exc:  # damaged archives surface as RuntimeError, OSError(EINVAL), EOFError, ...
             raise WeightsFileError(f"not a readable PyTorch checkpoint (truncated or corrupt?): "
                                    f"{first_sentence(exc)}") from None
 
