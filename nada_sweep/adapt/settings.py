@@ -83,11 +83,6 @@ def k_problem(k: int, n_latent: int, generator: str) -> str | None:
     return None
 
 
-def layer_selection_target_problem(selects_layers: bool, target: str | None) -> str | None:
-    """Why adaptive layer selection cannot run (its W+ search scores a target text), or None."""
-    return target_text_problem(selects_layers, 0.0, 0.0, target)
-
-
 def target_text_problem(selects_layers: bool, lambda_global: float, lambda_manifold: float, target: str | None
                         ) -> str | None:
     """Why settings cannot run without a `target` text (an image-guided target), or None: layer selection's W+
