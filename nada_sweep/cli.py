@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import re
-import shutil
 import sys
-import types
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import pydantic
 from rich.console import Console
 
-from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
-from nada_sweep.errors import UserError, describe_validation_error
-from nada_sweep.media.arguments import INVERT_OPTIONS, add_invert_parser, add_media_options, add_video_parser
+from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
+from nada_sweep.errors import UserError
+from nada_sweep.media.arguments import (INVERT_OPTIONS, HelpFormatter, add_invert_parser, add_media_options,
+                                        add_model_options, add_video_parser)
 
 console = Console()
 if not console.is_terminal:
@@ -33,36 +29,6 @@ OFFLINE_HELP = "never download CLIP weights (as when NADA_SWEEP_OFFLINE=1 is set
 EXIT_INTERRUPTED = 130
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-def _field_type(annotation: object) -> tuple[Callable[[str], object] | None, Sequence[str] | None]:
-    """argparse type and choices for a pydantic field annotation (int, float, str, bool, Literal, X | None)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-        origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return str, typing.get_args(annotation)
-    return annotation if annotation in (int, float, str) else None, None
-
-
-def _add_model_options(parser: argparse.ArgumentParser, model: type[pydantic.BaseModel], skip: set[str]) -> None:
-    """One --option per field, its help and default taken from the schema so the two never disagree."""
-    for name, info in model.model_fields.items():
-        if name in skip:
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = info.get_default(call_default_factory=True)
-        text = f"{info.description} (default: {default})"
-        if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-            continue
-        kind, choices = _field_type(info.annotation)
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=text)
-
-
 def _parse_clip_options(values: list[str] | None) -> list[ClipSpec] | None:
     from nada_sweep.models.clip_models import parse_clip_arg
 
@@ -71,90 +37,23 @@ def _parse_clip_options(values: list[str] | None) -> list[ClipSpec] | None:
     return [ClipSpec(name=name, weight=weight) for name, weight in map(parse_clip_arg, values)]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "run"
-
-
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from nada_sweep.adapt.run import run_adaptation
-    from nada_sweep.models.clip_models import ensure_downloaded
-    from nada_sweep.run_files import CONFIG, RunFolder, read_json
+    from nada_sweep.adapt.command import adapt_command
 
     fields = {name: getattr(args, name) for name in AdaptConfig.model_fields if getattr(args, name, None) is not None}
-    clip = _parse_clip_options(args.clip)
-    if clip:
-        fields["clip"] = clip
+    if args.clip:
+        fields["clip"] = _parse_clip_options(args.clip)
     if args.mapper_steps:
         fields["mapper"] = {"steps": args.mapper_steps}
-    # offsets train at their own published lr (README: Light parametrizations), unless --lr says otherwise
-    fields.setdefault("lr", LR_BY_PARAMS[fields.get("params", "full")])
-    try:
-        config = AdaptConfig(**fields)
-    except pydantic.ValidationError as error:
-        raise describe_validation_error(error, "command line") from None
-    out = Path(args.out or Path("results") / "adapt" / _slug(config.target or Path(config.target_images).name))
-    folder = RunFolder(out)
-    if out.exists() and any(out.iterdir()):
-        if not folder.path(CONFIG).exists():
-            raise UserError(f"--out: {out} is a non-empty folder that holds no nada-sweep run; choose another")
-        if args.overwrite:
-            shutil.rmtree(out)
-        elif folder.is_finished():
-            raise UserError(f"--out: {out} already holds a finished run; pass --overwrite to replace it")
-    ensure_downloaded([spec.name for spec in config.clip] + [config.eval_clip_name], offline=args.offline)
-    summary = run_adaptation(config, out, on_eval=_print_eval)
-    best = summary.best_metrics
-    console.print(
-        f"[bold green]done[/] {summary.steps_done} steps -> {out}  best step {summary.best_step}: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k != "elapsed_s")
-    )
-    label = read_json(folder.path(CONFIG)).get("label")
-    if label:
-        console.print(f"[yellow]{label}[/]")
-    return 0
-
-
-def _print_eval(entry: dict) -> None:
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if isinstance(v, float) and k != "elapsed_s")
-    console.print(f"step {entry['step']}: {shown}")
+    return adapt_command(fields, args.out, overwrite=args.overwrite, offline=args.offline, console=console)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from nada_sweep.generate import generate_grid
+    from nada_sweep.generate import generate_command
 
-    if args.n <= 0:
-        raise UserError(f"--n: {args.n} must be a positive number of images")
-    if not 0 < args.truncation <= 1:
-        raise UserError(f"--truncation: {args.truncation} must be in (0, 1]")
-    if (args.generator is None) == (not args.domain):
-        raise UserError("generate: give either a generator file or --domain (a domain.pt)")
-    if args.domain is None and (args.mix is not None or args.base is not None):
-        raise UserError("--mix and --base apply to domain files: give them with --domain")
-    out, mapped = generate_grid(
-        args.generator,
-        Path(args.out),
-        n=args.n,
-        seed=args.seed,
-        truncation=args.truncation,
-        device=args.device,
-        use_mapper=not args.no_mapper,
-        latents=Path(args.latents) if args.latents else None,
-        domains=args.domain or (),
-        mix=_parse_mix(args.mix),
-        base=args.base,
-    )
-    console.print(f"wrote {out}" + (" (latent mapper applied)" if mapped else ""))
-    return 0
-
-
-def _parse_mix(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise UserError(f"--mix: {text!r} must be comma-separated numbers, one weight per --domain "
-                        "(e.g. 0.5,0.5)") from None
+    return generate_command(args.generator, args.out, n=args.n, seed=args.seed, truncation=args.truncation,
+                            device=args.device, use_mapper=not args.no_mapper, latents=args.latents,
+                            domains=args.domain or (), mix=args.mix, base=args.base, console=console)
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
@@ -231,8 +130,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nada_sweep.report import build_report, print_best_table
+    from nada_sweep.report import build_report, check_reportable, print_best_table
 
+    check_reportable(args.results_dir)
     if args.photos or args.videos:
         from nada_sweep.media.commands import sweep_media
 
@@ -306,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a sweep: every domain x search-space trial on Ray Tune, then leaderboard and gallery",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         description="Run (or resume) the sweep described by SWEEP. Rerunning the same command continues it: "
         "finished trials are kept, interrupted ones continue from their last checkpoint. Exit code 0 when every "
         "trial succeeded, 1 when some failed, 2 for bad input, 130 when interrupted.",
@@ -323,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser(
-        "validate", help="check a sweep file and print its trial table", formatter_class=_HelpFormatter
+        "validate", help="check a sweep file and print its trial table", formatter_class=HelpFormatter
     )
     validate.add_argument("sweep", help="sweep YAML file")
     validate.add_argument("--demo", action="store_true", help="validate the --demo variant")
@@ -332,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="where a sweep stands, read from its results folder (also while it runs, from anywhere that sees it)",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         description="Trials finished, running and failed per domain, each running trial's step and latest "
         "metric, each domain's best trial so far and an ETA, all read from RESULTS_DIR.",
     )
@@ -344,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt = commands.add_parser(
         "adapt",
         help="adapt one generator to one target domain (no Ray)",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         description="Fine-tune a copy of a StyleGAN2 generator so that its images move from SOURCE to TARGET "
         "along CLIP's text direction (StyleGAN-NADA).",
     )
@@ -362,14 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a latent mapper for this many steps after adaptation (0 = no mapper; other mapper "
         "settings at their defaults, see the README)",
     )
-    _add_model_options(adapt, AdaptConfig, skip={"clip", "mapper"})
+    add_model_options(adapt, AdaptConfig, skip={"clip", "mapper"})
     adapt.add_argument("--out", help="run folder (default: results/adapt/<target>)")
     adapt.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
     adapt.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     adapt.set_defaults(handler=cmd_adapt)
 
     generate = commands.add_parser(
-        "generate", help="render samples of a generator file into a PNG grid", formatter_class=_HelpFormatter
+        "generate", help="render samples of a generator file into a PNG grid", formatter_class=HelpFormatter
     )
     generate.add_argument("generator", nargs="?", help="rosinality-format .pt file (ours or anyone's), NVIDIA "
                           "StyleGAN2-ADA .pkl, or builtin:tiny (or none, with --domain)")
@@ -389,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of seeded samples (--n, --seed, --truncation then do not apply)")
     generate.set_defaults(handler=cmd_generate)
 
-    add_invert_parser(commands, _HelpFormatter, cmd_invert)
-    add_video_parser(commands, _HelpFormatter, cmd_video)
+    add_invert_parser(commands, HelpFormatter, cmd_invert)
+    add_video_parser(commands, HelpFormatter, cmd_video)
 
     report = commands.add_parser(
         "report",
         help="rebuild leaderboard, gallery and plots of a (finished or half-finished) sweep from disk",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     report.add_argument("results_dir", help="the sweep's results folder, e.g. results/ffhq")
     report.add_argument("--metric", help="metric that picks each domain's best trial (default: the sweep's)")
@@ -415,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser(
         "convert",
         help="write an NVIDIA StyleGAN2-ADA .pkl generator as a rosinality-format .pt file",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         description="Read G_ema of a StyleGAN2-ADA network pickle (without running any code from it) and save it "
         "as {'g_ema': state_dict, 'latent_avg': w_avg} in rosinality/stylegan2-pytorch's layout, which "
         "StyleGAN-NADA and other StyleGAN2 tools load. A .pt source is re-saved the same way.",

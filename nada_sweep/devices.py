@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 
 import torch
 
-from nada_sweep.errors import UserError
+from nada_sweep.errors import UserError, quoted
 from nada_sweep.metric_rules import GPU_PEAK_MEM
 
 
@@ -15,14 +16,24 @@ class CudaUnavailable(RuntimeError):
     """A trial that Ray gave GPUs finds no CUDA device that torch can use."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA when torch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`."""
+def device_choices() -> list[str]:
+    """The device names this machine accepts: auto, cpu, and cuda, cuda:0 ... when torch sees CUDA GPUs."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu", *(["cuda", *(f"cuda:{index}" for index in range(gpus))] if gpus else [])]
+
+
+def resolve_device(name: str, option: str = "device") -> torch.device:
+    """`auto` (CUDA when torch sees a GPU, else CPU), `cpu`, `cuda` or `cuda:N`; UserError naming `option` and
+    the valid names for anything else (another device type, a GPU this machine lacks)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: {name!r} asked for, but this machine has no usable CUDA GPU (use cpu or auto)")
-    return device
+    valid = device_choices()
+    if name in valid:
+        return torch.device(name)
+    if re.fullmatch(r"cuda(:\d+)?", name) and not torch.cuda.is_available():
+        raise UserError(f"{option}: {quoted(name)} asked for, but this machine has no usable CUDA GPU (valid here: "
+                        f"{', '.join(valid)})")
+    raise UserError(f"{option}: {quoted(name)} is not a device; valid here: {', '.join(valid)}")
 
 
 def cuda_report() -> str:

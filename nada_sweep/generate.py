@@ -9,14 +9,57 @@ from pathlib import Path
 import torch
 
 from nada_sweep.adapt.domains import apply_domain, load_domain, mix_domains, resolve_base
+from rich.console import Console
+
 from nada_sweep.adapt.mapper import load_mapper, mapped_latents
+from nada_sweep.adapt.settings import MAX_SEED
 from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.media.latents import check_generator, load_latents, render_codes
 from nada_sweep.models.checkpoints import LoadedGenerator, is_random_weight, load_generator
-from nada_sweep.run_files import MAPPER, RANDOM_WEIGHT_LABEL
+from nada_sweep.run_files import MAPPER, RANDOM_WEIGHT_LABEL, output_file_problem
 from nada_sweep.sampling import fixed_latents, render
+
+# Images in one grid: 16 x 16, a 16k-pixel-wide PNG at 1024 px. More (--n 1000000000) would fail on memory
+# after minutes of rendering; several grids with other --seed values show as many samples.
+MAX_GRID_IMAGES = 256
+
+
+def generate_command(generator: str | None, out: str, *, n: int, seed: int, truncation: float, device: str,
+                     use_mapper: bool, latents: str | None, domains: Sequence[str], mix: str | None,
+                     base: str | None, console: Console) -> int:
+    """`nada-sweep generate`: every option checked (UserError naming it) before any model is loaded."""
+    if not 1 <= n <= MAX_GRID_IMAGES:
+        raise UserError(f"--n: {n} must be in 1..{MAX_GRID_IMAGES} (the images of one grid); render more grids "
+                        "with other --seed values")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed: {seed} must be in 0..{MAX_SEED}")
+    if not 0 < truncation <= 1:
+        raise UserError(f"--truncation: {truncation} must be in (0, 1]")
+    if (generator is None) == (not domains):
+        raise UserError("generate: give either a generator file or --domain (a domain.pt)")
+    if not domains and (mix is not None or base is not None):
+        raise UserError("--mix and --base apply to domain files: give them with --domain")
+    problem = output_file_problem(Path(out), (".png",))
+    if problem:
+        raise UserError(f"--out: {problem}")
+    resolve_device(device, "--device")
+    path, mapped = generate_grid(generator, Path(out), n=n, seed=seed, truncation=truncation, device=device,
+                                 use_mapper=use_mapper, latents=Path(latents) if latents else None,
+                                 domains=domains, mix=_parse_mix(mix), base=base)
+    console.print(f"wrote {path}" + (" (latent mapper applied)" if mapped else ""))
+    return 0
+
+
+def _parse_mix(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--mix: {text!r} must be comma-separated numbers, one weight per --domain "
+                        "(e.g. 0.5,0.5)") from None
 
 
 def load_domains(paths: Sequence[str | Path], mix: Sequence[float] | None, base: str | None,
@@ -62,6 +105,9 @@ def generate_grid(
     """
     torch_device = resolve_device(device)
     codes = load_latents(latents) if latents is not None else None
+    if codes is not None and len(codes.latents) > MAX_GRID_IMAGES:
+        raise UserError(f"--latents: {latents} holds {len(codes.latents)} codes; one grid shows at most "
+                        f"{MAX_GRID_IMAGES}")
     if domains:
         loaded = load_domains(domains, mix, base, torch_device)
         beside = Path(domains[0]) if len(domains) == 1 and mix is None else None

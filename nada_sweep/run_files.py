@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nada_sweep.paths import output_folder_problem, shown
+
 CONFIG = "config.json"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
@@ -75,6 +77,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def output_file_problem(path: Path, suffixes: tuple[str, ...] = ()) -> str | None:
+    """Why atomic_write cannot write the file `path` (a folder there, a parent it cannot create or write, a
+    suffix outside `suffixes` when given), or None. Creates nothing."""
+    if not path.name or path.name in (".", ".."):
+        return f"{shown(path)} names no file"
+    if path.is_dir():
+        return f"{shown(path)} is a folder; give the name of the file to write"
+    if suffixes and path.suffix.lower() not in suffixes:
+        return f"{shown(path)}: the file is written as {'/'.join(suffixes)}; name it *{suffixes[0]}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"no permission to write {shown(path)}"
+    problem = output_folder_problem(path.parent)
+    return f"cannot write {shown(path)}: {problem}" if problem else None
 
 
 def write_json(path: Path, data: Any) -> None:

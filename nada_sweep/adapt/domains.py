@@ -34,6 +34,7 @@ from nada_sweep.errors import UserError
 from nada_sweep.models.cache import ModelCache, file_identity
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX, load_generator
 from nada_sweep.models.stylegan2 import Generator
+from nada_sweep.models.weights_file import WeightsFileError, load_weights
 
 DOMAIN_FORMAT = "nada_sweep.domain"
 DOMAIN_VERSION = 1
@@ -120,9 +121,10 @@ def load_domain(path: str | Path) -> Domain:
     if not path.is_file():
         raise UserError(f"{path}: domain file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged archives surface as RuntimeError, EOFError, struct.error, ...
-        raise UserError(f"{path}: not a readable domain file ({type(exc).__name__})") from None
+        payload = load_weights(path)
+    except (OSError, WeightsFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise UserError(f"{path}: not a readable domain file ({reason})") from None
     if not isinstance(payload, Mapping) or payload.get("format") != DOMAIN_FORMAT:
         raise UserError(f"{path}: not a nada-sweep domain file (a generator.pt goes to --generator, "
                         "a domain.pt to --domain)")

@@ -72,13 +72,8 @@ def _raw_text_embedding(clip: ClipModel, text: str) -> Tensor:
     return _cached(clip, ("raw", text), lambda: F.normalize(clip.encode_texts([text])[0], dim=-1))
 
 
-def image_direction_target(clip: ClipModel, style_images_dir: str | Path, generated_images: Tensor) -> Tensor:
-    """Unit [D] target direction for image-guided adaptation.
-
-    mean(normalised E(style image)) - mean(normalised E(generated image)), normalised; style images are the
-    image files of `style_images_dir`, generated_images a [N, 3, H, W] batch in [-1, 1] (~16 samples
-    of the source generator).
-    """
+def style_image_files(style_images_dir: str | Path) -> list[Path]:
+    """The image files of a style-image folder; UserError naming the folder when it is none or holds none."""
     folder = Path(style_images_dir).expanduser()
     if not folder.is_dir():
         raise UserError(f"style images: {str(folder)!r} is not a folder; give a folder of images "
@@ -86,12 +81,32 @@ def image_direction_target(clip: ClipModel, style_images_dir: str | Path, genera
     files = image_files(folder)
     if not files:
         raise UserError(f"style images: {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def style_embedding(clip: ClipModel, style_images_dir: str | Path) -> Tensor:
+    """[D]: the mean of the style images' normalised embeddings (the point an image-guided target aims at)."""
     with torch.no_grad():
         # One by one: style images may all differ in size, and there are few of them.
-        style = torch.stack([F.normalize(clip.encode_images(_read_image(p)), dim=-1)[0] for p in files])
+        return torch.stack([F.normalize(clip.encode_images(_read_image(p)), dim=-1)[0]
+                            for p in style_image_files(style_images_dir)]).mean(dim=0)
+
+
+def image_direction_target(clip: ClipModel, style_images_dir: str | Path, generated_images: Tensor) -> Tensor:
+    """Unit [D] target direction for image-guided adaptation.
+
+    mean(normalised E(style image)) - mean(normalised E(generated image)), normalised; style images are the
+    image files of `style_images_dir`, generated_images a [N, 3, H, W] batch in [-1, 1] (~16 samples
+    of the source generator).
+    """
+    return _direction_from(style_embedding(clip, style_images_dir), clip, generated_images)
+
+
+def _direction_from(style: Tensor, clip: ClipModel, generated_images: Tensor) -> Tensor:
+    with torch.no_grad():
         generated = torch.cat([F.normalize(clip.encode_images(chunk), dim=-1)
                                for chunk in generated_images.split(8)])
-    return F.normalize(style.mean(dim=0) - generated.mean(dim=0), dim=-1)
+    return F.normalize(style - generated.mean(dim=0), dim=-1)
 
 
 def _read_image(path: Path) -> Tensor:
@@ -244,6 +259,7 @@ class ClipGuidance:
         self._generator = torch.Generator().manual_seed(seed)
         self._image_target: tuple[Path, Tensor] | None = None  # style folder, generated samples (on CPU)
         self._image_directions: list[Tensor] | None = None
+        self._style_embeddings: list[Tensor] | None = None  # per model, with an image-guided target
 
     def use_image_target(self, style_dir: str | Path, generated_images: Tensor) -> None:
         """Switch every model to the image-guided direction: style images vs these source-generator samples.
@@ -251,7 +267,9 @@ class ClipGuidance:
         The samples are kept (on the CPU) so eval_direction can measure the same direction with another model.
         """
         generated = generated_images.detach().cpu()
-        self._image_directions = [image_direction_target(clip, style_dir, generated) for clip, _ in self.models]
+        self._style_embeddings = [style_embedding(clip, style_dir) for clip, _ in self.models]
+        self._image_directions = [_direction_from(style, clip, generated)
+                                  for style, (clip, _) in zip(self._style_embeddings, self.models)]
         self._image_target = (Path(style_dir), generated)
 
     def eval_direction(self, clip: ClipModel) -> Tensor:
@@ -312,6 +330,17 @@ class ClipGuidance:
                 terms.append(self.lambda_patch * patch_directional_loss(
                     clip, img_src, img_dst, direction, self.n_patches, patch_size, self._generator))
             model_loss = weight * torch.stack(terms).sum()
+            total = model_loss if total is None else total + model_loss.to(total.device)
+        return total
+
+    def mapper_loss(self, images: Tensor) -> Tensor:
+        """What the latent mapper minimises: the global loss against the target text, or with an image-guided
+        target (no text) against the style images' mean embedding."""
+        if self.target or self._style_embeddings is None:
+            return self.global_text_loss(images)
+        total: Tensor | None = None
+        for (clip, weight), style in zip(self.models, self._style_embeddings, strict=True):
+            model_loss = weight * global_loss(clip.encode_images(images), style)
             total = model_loss if total is None else total + model_loss.to(total.device)
         return total
 

@@ -16,6 +16,7 @@ from torch import nn
 from nada_sweep.adapt.settings import MapperGroup, MapperSettings
 from nada_sweep.errors import UserError
 from nada_sweep.models.stylegan2 import Generator
+from nada_sweep.models.weights_file import WeightsFileError, load_weights
 from nada_sweep.run_files import atomic_write
 
 # StyleCLIP's split of the 18 w indices of a 1024 generator: 0-3 coarse, 4-7 medium, the rest fine.
@@ -110,10 +111,10 @@ def save_mapper(path: Path, mapper: LatentMapper) -> None:
 
 def load_mapper(path: Path, device: torch.device | str = "cpu") -> LatentMapper:
     try:
-        record = torch.load(path, map_location=device, weights_only=True)
+        record = load_weights(path)
         mapper = LatentMapper(MapperSettings(**record["settings"]), record["n_latent"], record["style_dim"])
         mapper.load_state_dict(record["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+    except (OSError, WeightsFileError, RuntimeError, KeyError, TypeError, ValueError) as error:
         raise UserError(f"{path}: not a readable nada-sweep latent mapper ({error})") from None
     return mapper.to(device).eval()
 

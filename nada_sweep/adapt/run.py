@@ -25,7 +25,7 @@ from nada_sweep.adapt.mapper import save_mapper, train_mapper
 from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide, LiveFrozenSide, load_guidance
 from nada_sweep.adapt.params import Full
-from nada_sweep.adapt.settings import AdaptConfig, changed_settings, k_problem, layer_selection_target_problem
+from nada_sweep.adapt.settings import AdaptConfig, changed_settings, k_problem, target_text_problem
 from nada_sweep.devices import peak_memory_metrics, reset_peak_memory, resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
@@ -33,6 +33,7 @@ from nada_sweep.metric_rules import UNSETTLED, best_entry
 from nada_sweep.models.checkpoints import LoadedGenerator, is_random_weight, load_generator, save_generator
 from nada_sweep.models.clip_models import check_prompt, load_clip
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops with status 'diverged'."""
@@ -56,9 +57,9 @@ def check_config_against_models(config: AdaptConfig, n_latent: int) -> None:
     problem = k_problem(config.k, n_latent, config.generator)
     if problem:
         raise UserError(f"k: {problem} (got {config.k})")
-    problem = layer_selection_target_problem(config.selects_layers, config.target)
+    problem = target_text_problem(config.selects_layers, config.lambda_global, config.lambda_manifold, config.target)
     if problem:
-        raise UserError(f"k: {problem}")
+        raise UserError(f"target_images: {problem}")
 
 
 @dataclass
@@ -211,7 +212,7 @@ def _mapper_stage(
     adapted = adaptation.g_train.fold()
     best = torch.load(folder.path(run_files.GENERATOR), map_location=adaptation.device, weights_only=True)
     adapted.load_state_dict(best["g_ema"])
-    mapper, clip_losses = train_mapper(adapted, config.mapper, adaptation.guidance.global_text_loss, seed=config.seed)
+    mapper, clip_losses = train_mapper(adapted, config.mapper, adaptation.guidance.mapper_loss, seed=config.seed)
     save_mapper(folder.path(run_files.MAPPER), mapper)
     metrics, samples = evaluator.evaluate(adapted, mapper)
     record = {f"mapper_{name}": value for name, value in metrics.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nada_sweep.metric_rules import DEFAULT_SELECT_METRIC, SelectMetric
 
@@ -42,6 +42,11 @@ class ClipSpec(BaseModel):
 
 
 MapperGroup = Literal["coarse", "medium", "fine"]
+# torch seeds its generators with a 64-bit integer: a larger seed fails only once sampling starts.
+MAX_SEED = 2**63 - 1
+# Latents rendered together: far above what any GPU holds at 1024 px, low enough that a typo (1000000000) is
+# refused up front instead of failing on an allocation of hundreds of GB.
+MAX_BATCH = 4096
 
 
 def _layer_map_alias(value: object) -> object:
@@ -65,7 +70,7 @@ class MapperSettings(BaseModel):
         min_length=1,
         description="groups of w indices the mapper may move",
     )
-    batch: int = Field(4, gt=0, description="latents per mapper step")
+    batch: int = Field(4, gt=0, le=MAX_BATCH, description="latents per mapper step")
     scale: float = Field(0.1, gt=0, description="factor applied to the predicted offset")
     depth: int = Field(4, gt=0, description="linear layers per group MLP")
 
@@ -83,11 +88,20 @@ def k_problem(k: int, n_latent: int, generator: str) -> str | None:
     return None
 
 
-def layer_selection_target_problem(selects_layers: bool, target: str | None) -> str | None:
-    """Why adaptive layer selection cannot run (its W+ search scores a target text), or None."""
-    if selects_layers and not target:
-        return "adaptive layer selection (k > 0) needs a `target` text; only target_images is given (set k: 0)"
-    return None
+def target_text_problem(selects_layers: bool, lambda_global: float, lambda_manifold: float, target: str | None
+                        ) -> str | None:
+    """Why settings cannot run without a `target` text (an image-guided target), or None: layer selection's W+
+    search and the global and manifold losses score a text. (The mapper aims at the style images instead.)"""
+    if target:
+        return None
+    needs = [(what, fix) for what, fix, on in (
+        ("adaptive layer selection (k > 0)", "k: 0", selects_layers),
+        ("the global loss (lambda_global > 0)", "lambda_global: 0", lambda_global > 0),
+        ("the manifold loss (lambda_manifold > 0)", "lambda_manifold: 0", lambda_manifold > 0)) if on]
+    if not needs:
+        return None
+    return (f"{' and '.join(what for what, _ in needs)} need{'s' if len(needs) == 1 else ''} a `target` text; only "
+            f"target_images is given (set {', '.join(fix for _, fix in needs)})")
 
 
 class TrainSettings(BaseModel):
@@ -96,13 +110,13 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, **FINITE_NUMBERS)
 
     steps: int = Field(300, gt=0, description="training steps (the trial's budget)")
-    batch: int = Field(2, gt=0, description="latents per training step")
+    batch: int = Field(2, gt=0, le=MAX_BATCH, description="latents per training step")
     lr: float = Field(0.002, gt=0, description="learning rate as in the reference README; Adam runs at lr * 4/5")
     k: int = Field(
         0, ge=0, description="adaptive layer selection: train the k most-moved w indices each step (0 = off)"
     )
     auto_layer_iters: int = Field(1, ge=0, description="W+ optimisation steps used to pick the k layers (0 = off)")
-    auto_layer_batch: int = Field(8, gt=0, description="latents used to pick the k layers")
+    auto_layer_batch: int = Field(8, gt=0, le=MAX_BATCH, description="latents used to pick the k layers")
     auto_layer_every: int = Field(1, gt=0, description="re-pick the k layers every this many steps")
     layer_map: LayerMap = Field(
         "driven",
@@ -125,11 +139,11 @@ class TrainSettings(BaseModel):
     )
     eval_every: int = Field(50, gt=0, description="evaluate, save samples and report metrics every this many steps")
     n_samples: int = Field(8, gt=0, le=64, description="fixed latents rendered in each sample grid")
-    n_eval: int = Field(16, gt=1, description="fixed latents on which metrics are computed")
+    n_eval: int = Field(16, gt=1, le=MAX_BATCH, description="fixed latents on which metrics are computed")
     sample_truncation: float = Field(0.7, gt=0, le=1, description="truncation of sample/eval latents")
-    seed: int = Field(0, description="seed of training latents and noise")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of training latents and noise")
     sample_seed: int = Field(
-        0, description="seed of the fixed sample/eval latents (keep it equal across trials to compare them)"
+        0, ge=0, le=MAX_SEED, description="seed of the fixed sample/eval latents (keep it equal across trials to compare them)"
     )
     mapper: MapperSettings | None = Field(
         None, description="latent-mapper stage after the adaptation steps (off when absent)"
@@ -159,6 +173,14 @@ class TrainSettings(BaseModel):
     def _samples_are_eval_latents(self) -> TrainSettings:
         if self.n_samples > self.n_eval:
             raise ValueError(f"n_samples ({self.n_samples}) must not exceed n_eval ({self.n_eval})")
+        return self
+
+    @model_validator(mode="after")
+    def _some_loss_weighted(self) -> TrainSettings:
+        lambdas = ("lambda_direction", "lambda_global", "lambda_manifold", "lambda_patch", "lambda_indomain")
+        if not any(getattr(self, name) for name in lambdas):
+            raise ValueError(f"{', '.join(lambdas)} are all 0: nothing would guide the training; give one a "
+                             "weight > 0")
         return self
 
     @model_validator(mode="after")
@@ -207,6 +229,13 @@ class AdaptConfig(TrainSettings):
         DEFAULT_SELECT_METRIC, description="eval metric that picks the best step (its weights go to generator.pt)"
     )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+
+    @field_validator("source", "target")
+    @classmethod
+    def _not_blank(cls, text: str | None) -> str | None:
+        if text is not None and not text.strip():
+            raise ValueError("is empty; give a short text such as 'photo' or 'pencil sketch'")
+        return text
 
     @model_validator(mode="after")
     def _needs_a_target(self) -> AdaptConfig:

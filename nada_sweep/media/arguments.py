@@ -1,4 +1,5 @@
-"""The command-line options of `invert`, `video` and the --photos / --videos options of `report` and `run`.
+"""Option builders of the command line: its help formatter, one --option per field of a settings model, the
+options of `invert` and `video`, and the --photos / --videos options of `report` and `run`.
 
 Torch-free: building the parser must not load torch (`nada-sweep report` never does).
 """
@@ -6,9 +7,53 @@ Torch-free: building the parser must not load torch (`nada-sweep report` never d
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Sequence
+
+import pydantic
 
 from nada_sweep.media.settings import InvertSettings, VideoSettings
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default once: a help text that states its default itself, an option whose default
+    None stands for "not given" and an on/off flag get no "(default: ...)" appended."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
+def _field_type(annotation: object) -> tuple[Callable[[str], object] | None, Sequence[str] | None]:
+    """argparse type and choices for a pydantic field annotation (int, float, str, bool, Literal, X | None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return str, typing.get_args(annotation)
+    return annotation if annotation in (int, float, str) else None, None
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type[pydantic.BaseModel], skip: set[str]) -> None:
+    """One --option per field, its help and default taken from the schema so the two never disagree.
+
+    Every option's argparse default is None ("not given"), so that only what the user typed overrides the model.
+    """
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = info.get_default(call_default_factory=True)
+        text = f"{info.description} (default: {default})"
+        if info.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        kind, choices = _field_type(info.annotation)
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=text)
 
 
 def add_media_options(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,8 @@ from nada_sweep.media.sweep_media import check_photos, render_morphs, render_pho
 from nada_sweep.media.video import WeightMorph, morph_frames, walk_frames, walk_latents
 from nada_sweep.models.checkpoints import is_random_weight, load_generator
 from nada_sweep.report import domain_winners
-from nada_sweep.run_files import RANDOM_WEIGHT_LABEL
+from nada_sweep.paths import output_folder_problem
+from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, output_file_problem
 from nada_sweep.sampling import fixed_latents
 
 DEFAULT_CLIP = "ViT-B/32"  # the CLIP-feature term for real generators; random-weight ones get builtin:tiny
@@ -63,13 +64,14 @@ def invert_command(
     problems = settings.check()
     if problems:
         raise UserError("; ".join(problems))
-    if out.suffix != ".pt":
-        raise UserError(f"--out: {out}: a latents file is named *.pt")
+    problem = output_file_problem(out, (".pt",)) or output_folder_problem(reconstructions_dir(out))
+    if problem:
+        raise UserError(f"--out: {problem}")
     recon = reconstructions_dir(out)
     existing = [str(p) for p in (out, recon) if p.exists()]
     if existing and not overwrite:
         raise UserError(f"--out: {' and '.join(existing)} already exist; pass --overwrite to replace them")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     loaded = load_generator(generator, torch_device)
     photos = read_photos(photos_dir, loaded.generator.size)
     clip_name = clip or ("builtin:tiny" if is_random_weight(loaded) else DEFAULT_CLIP)
@@ -105,7 +107,7 @@ def _video_out(out: str | None, default_stem: str) -> Path:
 def walk_command(generators: list[str], results: str | None, out: str | None, settings: VideoSettings, *,
                  device: str = "auto", overwrite: bool = False, console: Console) -> Path:
     """A latent walk rendered side by side by `generators` (or a sweep's source plus every domain's best)."""
-    settings.check()
+    settings.check(walk=True)
     names = list(generators)
     if results:
         winners = domain_winners(results)
@@ -116,7 +118,7 @@ def walk_command(generators: list[str], results: str | None, out: str | None, se
         raise UserError("video walk: give one or more generator files, or --results DIR")
     path = _video_out(out, "walk")
     check_output(path, overwrite)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     loaded = [load_generator(name, torch_device) for name in names]
     sizes = {item.generator.size for item in loaded}
     if len(sizes) > 1 or len({item.generator.style_dim for item in loaded}) > 1:
@@ -137,7 +139,7 @@ def morph_command(source: str, target: str, out: str | None, settings: VideoSett
     settings.check()
     path = _video_out(out, "morph")
     check_output(path, overwrite)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     start, end = load_generator(source, torch_device), load_generator(target, torch_device)
     morph = WeightMorph(start.generator, end.generator, (source, target))
     w = fixed_latents(start.generator, settings.samples, settings.seed, settings.truncation, start.latent_avg)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from nada_sweep.errors import UserError
-from nada_sweep.run_files import atomic_write
+from nada_sweep.run_files import atomic_write, output_file_problem
 
 SUFFIXES = (".mp4", ".webp", ".gif")
 MP4_QUALITY = 8  # imageio-ffmpeg's 0-10 scale; 8 keeps fine texture without large files
@@ -46,8 +46,9 @@ def check_output(path: Path, overwrite: bool) -> None:
         missing = ffmpeg_missing()
         if missing:
             raise UserError(f"--out: {path}: MP4 needs ffmpeg, but {missing}; or write {path.with_suffix('.webp')}")
-    if path.is_dir():
-        raise UserError(f"--out: {path} is a folder; give a video file name")
+    problem = output_file_problem(path)
+    if problem:
+        raise UserError(f"--out: {problem}")
     if path.exists() and not overwrite:
         raise UserError(f"--out: {path} already exists; pass --overwrite to replace it")
 

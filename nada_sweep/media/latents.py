@@ -14,7 +14,6 @@ A plain dict saved with torch.save and read back with weights_only=True (tensors
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import LoadedGenerator
 from nada_sweep.models.stylegan2 import Generator
+from nada_sweep.models.weights_file import WeightsFileError, load_weights
 from nada_sweep.run_files import atomic_write
 
 FORMAT = "nada-sweep-latents"
@@ -82,10 +82,10 @@ def load_latents(path: Path | str) -> Latents:
     if not path.is_file():
         raise UserError(f"--latents: {path} not found (make one with `nada-sweep invert PHOTOS --out {path.name}`)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--latents: {path}: not a readable latents file ({first})") from None
+        data = load_weights(path)
+    except (OSError, WeightsFileError) as error:
+        reason = error.strerror if isinstance(error, OSError) else error
+        raise UserError(f"--latents: {path}: not a readable latents file ({reason})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"--latents: {path}: not a latents file written by `nada-sweep invert`")
     if data.get("version") != VERSION:

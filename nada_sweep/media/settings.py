@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from nada_sweep.adapt.settings import MAX_SEED
 from nada_sweep.errors import UserError
 
 
@@ -44,8 +45,14 @@ class InvertSettings:
                 problems.append(f"--{name.replace('_', '-')}: {getattr(self, name)} must be >= 0")
         if self.mse == 0 and self.perceptual_weight == 0:
             problems.append("--mse and --perceptual-weight are both 0: nothing would pull the code towards the photo")
+        problems.extend(seed_problems(self.seed))
         return problems
 
+
+
+def seed_problems(seed: int) -> list[str]:
+    """--seed out of the range torch can seed with, as a problem naming the option."""
+    return [] if 0 <= seed <= MAX_SEED else [f"--seed: {seed} must be in 0..{MAX_SEED}"]
 
 
 MAX_FRAMES = 10_000
@@ -62,16 +69,17 @@ class VideoSettings:
     keyframes: int = 4  # walk: latents visited (then back to the first, so the walk loops)
     samples: int = 4  # morph: latents shown side by side
 
-    def check(self, frames_option: str = "--frames") -> None:
-        """One UserError naming every option out of range (`frames_option`: what the command calls frames)."""
-        problems = []
+    def check(self, frames_option: str = "--frames", walk: bool = False) -> None:
+        """One UserError naming every option out of range (`frames_option`: what the command calls frames);
+        --keyframes only for a `walk`, the one video that visits them."""
+        problems = seed_problems(self.seed)
         if not 2 <= self.frames <= MAX_FRAMES:
             problems.append(f"{frames_option}: {self.frames} must be in 2..{MAX_FRAMES}")
         if not 1 <= self.fps <= MAX_FPS:
             problems.append(f"--fps: {self.fps} must be in 1..{MAX_FPS}")
         if not 0 < self.truncation <= 1:
             problems.append(f"--truncation: {self.truncation} must be in (0, 1]")
-        if not 2 <= self.keyframes <= max(2, self.frames):
+        if walk and not 2 <= self.keyframes <= max(2, self.frames):
             problems.append(f"--keyframes: {self.keyframes} must be in 2..{max(2, self.frames)} (at most --frames)")
         if not 1 <= self.samples <= MAX_SAMPLES:
             problems.append(f"--samples: {self.samples} must be in 1..{MAX_SAMPLES}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +25,8 @@ from nada_sweep.errors import UserError
 from nada_sweep.models.cache import ModelCache, file_identity
 from nada_sweep.models.nvidia_pkl import read_generator_pkl
 from nada_sweep.models.stylegan2 import Generator, channel_table
-from nada_sweep.run_files import atomic_write
+from nada_sweep.models.weights_file import WeightsFileError, load_weights
+from nada_sweep.run_files import atomic_write, output_file_problem
 
 BUILTIN_PREFIX = "builtin:"
 NVIDIA_SUFFIX = ".pkl"  # NVIDIA network pickles; everything else is read with torch.load
@@ -245,31 +244,14 @@ def _read_checkpoint(path: Path, resolved: Path) -> _Checkpoint:
         return _Checkpoint(spec=infer_spec(state_dict, f"{path} [G_ema]"), state_dict=state_dict,
                            latent_avg=converted.latent_avg, metadata={})
     try:
-        file = open(resolved, "rb")
+        # rosinality's train.py stores its argparse.Namespace under "args"; it is plain data
+        obj = load_weights(resolved, [argparse.Namespace])
     except OSError as exc:
         raise UserError(f"{path}: cannot read generator file ({exc.strerror or exc})") from None
-    try:
-        # rosinality's train.py stores its argparse.Namespace under "args"; it is plain data
-        with file, torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needs_code = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if needs_code:
-            raise UserError(
-                f"{path}: refused: unpickling it needs arbitrary code execution (it references "
-                f"{needs_code.group(1)}), which torch.load(weights_only=True) does not allow; re-save the "
-                "generator weights as a plain state dict ({'g_ema': generator.state_dict()}) from a "
-                "source you trust"
-            ) from None
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(exc), re.S)
-        raise UserError(
-            f"{path}: not a PyTorch checkpoint, or corrupt (unpickling failed: "
-            f"{reason.group(1) if reason else _first_sentence(exc)})"
-        ) from None
-    except Exception as exc:  # damaged archives surface as RuntimeError, OSError(EINVAL), EOFError, ...
-        raise UserError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {_first_sentence(exc)}"
-        ) from None
+    except WeightsFileError as exc:
+        advice = ("; re-save the generator weights as a plain state dict ({'g_ema': generator.state_dict()}) from "
+                  "a source you trust") if exc.needs_code else ""
+        raise UserError(f"{path}: {exc}{advice}") from None
 
     state_dict: Any = obj
     where = str(path)
@@ -295,12 +277,6 @@ def _read_checkpoint(path: Path, resolved: Path) -> _Checkpoint:
         latent_avg=latent_avg if isinstance(latent_avg, Tensor) else None,
         metadata=metadata,
     )
-
-
-def _first_sentence(exc: BaseException) -> str:
-    # torch's messages go on for paragraphs; the first sentence names the problem
-    text = str(exc).strip()
-    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -350,6 +326,9 @@ def convert_generator(source: str | Path, out: str | Path, overwrite: bool = Fal
         raise UserError(f"{out}: is a directory; give the path of the .pt file to write")
     if out_path.exists() and not overwrite:
         raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    problem = output_file_problem(out_path)
+    if problem:
+        raise UserError(f"out: {problem}")
     loaded = load_generator(source_path)
     save_generator(out_path, loaded.generator, loaded.latent_avg,
                    {**loaded.metadata, "converted_from": source_path.name})

@@ -32,13 +32,11 @@ from torch import Tensor
 from nada_sweep.errors import UserError, quoted
 from nada_sweep.models.cache import ModelCache, file_identity
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX
+from nada_sweep.models.weights_file import WeightsFileError, load_weights
 
-with warnings.catch_warnings():
-    # clip imports pkg_resources, which warns on import; nothing a user can act on.
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    import clip
-    from clip.model import CLIP, build_model
-    from clip.simple_tokenizer import SimpleTokenizer
+import clip  # its pkg_resources warning is silenced by nada_sweep/__init__.py
+from clip.model import CLIP, build_model
+from clip.simple_tokenizer import SimpleTokenizer
 
 BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
 OFFLINE_ENV = "NADA_SWEEP_OFFLINE"  # set to 1 on clusters whose machines have no network
@@ -362,10 +360,10 @@ def _load_clip_file(path: Path, label: str) -> CLIP:
             raise UserError(f"clip: {label!r}: cannot read TorchScript archive {path}: {exc}") from None
     else:
         try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for truncated, foreign or code-carrying pickles
-            raise UserError(f"clip: {label!r}: cannot read {path} as a CLIP state dict or JIT archive "
-                            f"(refused or unreadable with torch.load weights_only=True): {exc}") from None
+            state_dict = load_weights(path)
+        except (OSError, WeightsFileError) as exc:
+            raise UserError(f"clip: {label!r}: cannot read {path} as a CLIP state dict or JIT archive: "
+                            f"{exc.strerror if isinstance(exc, OSError) else exc}") from None
     if not isinstance(state_dict, dict) or "text_projection" not in state_dict or not any(
             k.startswith("visual.") for k in state_dict):
         raise UserError(f"clip: {label!r}: {path} is not a CLIP model (expected OpenAI CLIP keys such as "

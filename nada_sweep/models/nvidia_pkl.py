@@ -50,6 +50,8 @@ def read_generator_pkl(path: Path) -> ConvertedGenerator:
     except safe_pickle.PickleReadError as exc:
         if exc.foreign:
             _refuse_foreign(path, exc.foreign)
+        if exc.not_a_pickle:
+            raise UserError(f"{path}: not a network pickle ({exc.reason})") from None
         raise UserError(
             f"{path}: not a readable network pickle (truncated or corrupt?): unpickling failed ({exc.reason})"
         ) from None

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from nada_sweep.models.weights_file import PICKLE_PROTOCOL, describe_start
+
 
 class AttrDict(dict):
     """Stand-in for dnnlib's EasyDict (a dict with attribute access): read as a plain dict."""
@@ -136,15 +138,20 @@ class SafeLoad:
 class PickleReadError(Exception):
     """The file could not be read to its end; `foreign` holds the names outside the allow-list met before."""
 
-    def __init__(self, reason: str, foreign: list[str]):
+    def __init__(self, reason: str, foreign: list[str], not_a_pickle: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.foreign = foreign
+        self.not_a_pickle = not_a_pickle  # its first bytes are no pickle's (a text file, an image, ...)
 
 
 def load(path: Path) -> SafeLoad:
     """Read the pickle at `path` as data; a damaged or foreign file raises PickleReadError (OSError passes)."""
     with open(path, "rb") as file:
+        head = file.read(64)
+        if head and head[0] != PICKLE_PROTOCOL:
+            raise PickleReadError(f"it starts with {describe_start(head)}", [], not_a_pickle=True)
+        file.seek(0)
         unpickler = _Unpickler(file)
         try:
             value = unpickler.load()

@@ -15,11 +15,28 @@ from rich.console import Console
 from rich.text import Text
 
 from nada_sweep import run_files
+from nada_sweep.errors import UserError
+from nada_sweep.paths import output_folder_problem
 from nada_sweep.report.leaderboard import best_rows, print_best, write_leaderboard
-from nada_sweep.report.results import read_sweep
+from nada_sweep.report.results import TRIALS, read_sweep
 from nada_sweep.report.selection import rank_sweep
 
-__all__ = ["DomainWinner", "best_per_domain", "build_report", "domain_winners", "print_best_table"]
+__all__ = ["DomainWinner", "best_per_domain", "build_report", "check_reportable", "domain_winners",
+           "print_best_table"]
+
+
+def check_reportable(results_dir: Path | str) -> None:
+    """UserError unless `results_dir` is a sweep's results folder that holds trials and can be written into.
+
+    What `report` asks first: an empty trials/ would give an empty gallery, which says nothing.
+    """
+    sweep = read_sweep(results_dir)
+    if not sweep.trials:
+        raise UserError(f"results folder: {results_dir}: {TRIALS}/ holds no trial yet, so there is nothing to "
+                        "report; `nada-sweep run SWEEP` runs them (`status` shows a running sweep)")
+    problem = output_folder_problem(sweep.root)
+    if problem:
+        raise UserError(f"results folder: the report is written into it, but {problem}")
 
 
 def build_report(

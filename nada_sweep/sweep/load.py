@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic
 
-from nada_sweep.adapt.settings import TrainSettings, k_problem, layer_selection_on, layer_selection_target_problem
+from nada_sweep.adapt.settings import TrainSettings, k_problem, layer_selection_on, target_text_problem
 from nada_sweep.errors import NO_VALUE, Loc, Problems, UserError, field_name, quoted
 from nada_sweep.images import IMAGE_SUFFIXES, image_files, unreadable_image
 from nada_sweep.models.checkpoints import BUILTIN_PREFIX
@@ -480,7 +480,8 @@ def _check_k(domains: list[ResolvedDomain], dims: list[space.SearchDim], dim_pre
                 sweep_k_reported = True
         selects = any(layer_selection_on(k, domain.settings["auto_layer_iters"])
                       for k in (k_values or [domain.settings["k"]]))
-        problem = layer_selection_target_problem(selects, domain.target)
+        problem = target_text_problem(selects, domain.settings["lambda_global"], domain.settings["lambda_manifold"],
+                                      domain.target)
         if problem:
             catalog_problems.add(loc, problem)
     problems.messages.extend(catalog_problems.messages)
