@@ -35,6 +35,7 @@ from common import (
     print_table,
     ratio,
 )
+from prepare_official import load_official
 
 from nada_sweep.adapt.bank import BankedFrozenSide, compute_entry
 from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
@@ -72,25 +73,8 @@ def frozen_side_cost(adaptation: Adaptation) -> callable:
 
 def official_step(root: Path, gen: Path, clips: list[Path], recipe: dict):
     """The reference's train-loop body on its own ZSSGAN, CLIP loads answered with our tiny CLIP files."""
-    import clip
-    import clip.clip
-
-    from nada_sweep.models.clip_models import load_clip
-
-    for path in (root, root / "ZSSGAN"):
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    # StyleGAN3/XL loading (unused here) imports click and dnnlib; a stub keeps those out.
-    sys.modules.setdefault("ZSSGAN.legacy", types.ModuleType("ZSSGAN.legacy"))
     names = ["ViT-B/32", "ViT-B/16"][: recipe["clip_models"]]
-    tiny = {name: str(path) for name, path in zip(names, clips)}
-
-    def fake_load(name, device="cpu", jit=False, download_root=None):
-        # Each CLIPLoss also loads RN50 (used only by the texture loss, weight 0): give it the first file.
-        model = load_clip(tiny.get(name, str(clips[0])), "cpu").model
-        return model, clip.clip._transform(model.visual.input_resolution)
-
-    clip.load = fake_load
+    load_official(root, dict(zip(names, clips)))
     from ZSSGAN.model.ZSSGAN import ZSSGAN
     from ZSSGAN.utils.training_utils import mixing_noise
 

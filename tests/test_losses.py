@@ -11,19 +11,22 @@ from PIL import Image
 
 from nada_sweep.adapt.losses import (
     IMAGENET_TEMPLATES,
+    PART_PROMPTS,
     ClipGuidance,
     directional_loss,
     global_loss,
     image_direction_target,
     indomain_loss,
     manifold_loss,
+    part_directions,
+    part_weighted_loss,
     patch_directional_loss,
     template_text_embedding,
     text_direction,
     tt_direction_loss,
 )
 from nada_sweep.errors import UserError
-from nada_sweep.models.clip_models import build_tiny_clip, clip, wrap_clip
+from nada_sweep.models.clip_models import build_tiny_clip, check_prompt, clip, wrap_clip
 
 
 def tiny(seed=0):
@@ -102,9 +105,38 @@ def test_directional_loss_on_constructed_embeddings():
 
 
 def test_global_loss_on_constructed_embeddings():
-    dst = torch.stack([2 * unit(0), -unit(0), unit(1)])
-    assert global_loss(dst, 7 * unit(0)).item() == pytest.approx((0 + 2 + 1) / 3)
-    assert global_loss(dst[:1], unit(0)).item() == pytest.approx(0.0, abs=1e-7)
+    dst = torch.stack([2 * unit(0), -unit(0), unit(1)])  # cosines to e0: 1, -1, 0
+    at_100 = math.log(100)  # OpenAI's released models: 1 - cos
+    assert global_loss(dst, 7 * unit(0), at_100).item() == pytest.approx((0 + 2 + 1) / 3)
+    assert global_loss(dst[:1], unit(0), at_100).item() == pytest.approx(0.0, abs=1e-6)
+    # Any other temperature scales the cosine as CLIP's logits do: 1 - exp(s) * cos / 100.
+    assert global_loss(dst, unit(0), math.log(20)).item() == pytest.approx(((1 - 0.2) + (1 + 0.2) + 1) / 3)
+    assert global_loss(dst, unit(0), torch.tensor(math.log(250))).item() == pytest.approx(
+        ((1 - 2.5) + (1 + 2.5) + 1) / 3)
+
+
+def reference_global_loss(model, dst, text):
+    """The reference's form, through CLIP's own forward: mean(1 - logits_per_image / 100)."""
+    logits_per_image, _ = model.model(model.preprocess(dst), clip.tokenize([text]))
+    return (1 - logits_per_image / 100).mean()
+
+
+def test_global_loss_is_clips_logits_over_100_for_a_model_not_at_100():
+    model = tiny(3)
+    with torch.no_grad():
+        model.model.logit_scale.fill_(math.log(37.0))
+    dst = images(3, 4)
+    guidance = ClipGuidance([(model, 1.0)], source="photo", target="sketch", lambda_direction=0, lambda_global=1)
+    got = guidance.loss(dst, guidance.embed_source(images(3, 5)))
+    expected = reference_global_loss(model, dst, "a sketch")
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+    # ... which is not 1 - cos here (exp(logit_scale) = 37): the old form would differ by far more than rounding.
+    cos = F.cosine_similarity(model.encode_images(dst), model.model.encode_text(clip.tokenize(["a sketch"])))
+    assert abs(got.item() - (1 - cos).mean().item()) > 1e-3
+    assert got.item() == pytest.approx((1 - 0.37 * cos).mean().item(), abs=1e-6)
+    # The layer search's loss is the same form against the raw target text.
+    assert guidance.global_text_loss(dst).item() == pytest.approx(
+        reference_global_loss(model, dst, "sketch").item(), abs=1e-6)
 
 
 def test_manifold_loss_on_constructed_embeddings():
@@ -162,38 +194,115 @@ def test_indomain_term_of_the_guidance_matches_hand_computation():
         indomain_loss(src_emb, dst_emb).item(), abs=1e-6)
 
 
-def test_patch_loss_with_whole_image_patch_equals_directional_loss():
+def test_part_prompts_are_one_generic_list():
+    assert len(PART_PROMPTS) >= 8 and len(set(PART_PROMPTS)) == len(PART_PROMPTS)
+    assert all(p.count("{}") == 1 for p in PART_PROMPTS)
+
+
+def test_part_weighted_loss_matches_a_step_by_step_computation():
+    src = torch.stack([unit(0), 2 * unit(1)])
+    dst = torch.stack([unit(0) + unit(2), unit(1) + 3 * unit(3)])
+    parts = torch.stack([unit(2), 2 * unit(3), unit(2) + unit(3)])  # P = 3, not normalised
+    got = part_weighted_loss(src, dst, parts)
+    # By hand: image directions dI_n, cosines c_np to each unit part direction, softmax over p of c_n,
+    # then the mean over all n, p of weight * (1 - c).
+    total = 0.0
+    for n in range(2):
+        d = dst[n] / dst[n].norm() - src[n] / src[n].norm()
+        d = d / d.norm()
+        cosines = [float(d @ (q / q.norm())) for q in parts]
+        exps = [math.exp(c) for c in cosines]
+        total += sum(e / sum(exps) * (1 - c) for e, c in zip(exps, cosines))
+    assert got.item() == pytest.approx(total / (2 * 3), abs=1e-6)
+
+
+def test_part_weighted_loss_of_a_change_along_one_part():
+    # A change exactly along part 0 and orthogonal to the other P-1: weights e/(e + P-1) and 1/(e + P-1).
+    parts = torch.stack([unit(1), unit(2), unit(3)])
+    src, dst = (3 * (unit(0) - unit(1)))[None], (unit(0) + unit(1))[None]  # dI = e1
+    expected = (math.e * 0 + 2 * 1 * 1) / (math.e + 2) / 3
+    assert part_weighted_loss(src, dst, parts).item() == pytest.approx(expected, abs=1e-5)
+    # About 1/P of the directional loss of the same change against the orthogonal parts (each 1).
+    assert part_weighted_loss(src, dst, parts[1:]).item() == pytest.approx(1 / 2 * 1, abs=1e-5)
+
+
+def test_part_weighted_loss_gradient_flows_through_the_weights():
+    parts = torch.stack([unit(1), unit(2)])
+    dst = (unit(0) + unit(1) + 0.5 * unit(2)).requires_grad_()
+    part_weighted_loss(unit(0)[None], dst[None], parts).backward()
+    # With detached weights the gradient would differ: compare with that variant computed by hand.
+    detached = dst.detach().clone().requires_grad_()
+    d = F.normalize(F.normalize(detached, dim=-1) - unit(0), dim=-1)
+    c = d @ parts.T
+    ((1 - c) * c.detach().softmax(-1)).mean().backward()
+    assert not torch.allclose(dst.grad, detached.grad, atol=1e-4)
+
+
+def test_part_directions_are_text_directions_of_the_filled_prompts():
+    model = tiny()
+    prompts = ["the {} eye.", "a {} in detail"]
+    got = part_directions(model, "photo", "sketch", prompts)
+    expected = torch.stack([text_direction(model, "the photo eye.", "the sketch eye."),
+                            text_direction(model, "a photo in detail", "a sketch in detail")])
+    assert got.shape == (2, 32) and torch.allclose(got, expected, atol=1e-6)
+    hand = hand_template_embeddings(model, "the sketch eye.") - hand_template_embeddings(model, "the photo eye.")
+    assert torch.allclose(got[0], F.normalize(hand.mean(0), dim=0), atol=1e-6)
+
+
+def test_patch_loss_matches_hand_cropping_and_weighting():
     model = shared()
     src, dst = images(2, 1), images(2, 2)
-    direction = text_direction(model, "photo", "sketch")
-    expected = directional_loss(model.encode_images(src), model.encode_images(dst), direction)
-    got = patch_directional_loss(model, src, dst, direction, n_patches=3, patch_size=64, generator=None)
-    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
-
-
-def test_patch_loss_cuts_the_same_places_from_both_images():
-    model = shared()
-    src = images(2, 1)
-    direction = text_direction(model, "photo", "sketch")
-    # Same images and same crop places -> every image direction is zero -> cos 0 -> loss exactly 1.
-    loss = patch_directional_loss(model, src, src.clone(), direction, 4, 24, torch.Generator().manual_seed(0))
-    assert loss.item() == pytest.approx(1.0)
-    with pytest.raises(UserError, match="patch_size: 65"):
-        patch_directional_loss(model, src, src, direction, 1, 65, None)
-
-
-def test_patch_loss_matches_hand_cropping():
-    model = shared()
-    src, dst = images(2, 1), images(2, 2)
-    direction = text_direction(model, "photo", "sketch")
-    got = patch_directional_loss(model, src, dst, direction, 2, 40, torch.Generator().manual_seed(7))
+    prompts = ["the {} eye.", "a {} in detail", "the {} texture"]
+    parts = part_directions(model, "photo", "sketch", prompts)
+    got = patch_directional_loss(model, src, dst, parts, 2, 40, torch.Generator().manual_seed(7))
     rng = torch.Generator().manual_seed(7)
     tops, lefts = torch.randint(0, 25, (2, 2), generator=rng), torch.randint(0, 25, (2, 2), generator=rng)
     places = [(i, t, l) for i in range(2) for t, l in zip(tops[i], lefts[i])]
     src_crops = torch.stack([src[i, :, t:t + 40, l:l + 40] for i, t, l in places])
     dst_crops = torch.stack([dst[i, :, t:t + 40, l:l + 40] for i, t, l in places])
-    expected = directional_loss(model.encode_images(src_crops), model.encode_images(dst_crops), direction)
+    src_emb = F.normalize(model.encode_images(src_crops), dim=-1)
+    dst_emb = F.normalize(model.encode_images(dst_crops), dim=-1)
+    image_dirs = F.normalize(dst_emb - src_emb, dim=-1)  # [4 crops, D]
+    cosines = image_dirs @ parts.T  # [4, 3]
+    weights = torch.exp(cosines) / torch.exp(cosines).sum(dim=1, keepdim=True)
+    expected = (weights * (1 - cosines)).sum() / (4 * 3)
     assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+    # A whole-image crop is the part-weighted loss of the whole images.
+    whole = patch_directional_loss(model, src, dst, parts, 3, 64, None)
+    assert whole.item() == pytest.approx(
+        part_weighted_loss(model.encode_images(src), model.encode_images(dst), parts).item(), abs=1e-6)
+
+
+def test_patch_loss_cuts_the_same_places_from_both_images():
+    model = shared()
+    src = images(2, 1)
+    parts = part_directions(model, "photo", "sketch", ["the {} eye.", "a {} in detail"])
+    # Same images and same crop places -> every image direction is zero -> cosines 0, equal weights 1/P:
+    # the loss is exactly 1/P.
+    loss = patch_directional_loss(model, src, src.clone(), parts, 4, 24, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(1 / 2)
+    with pytest.raises(UserError, match="patch_size: 65"):
+        patch_directional_loss(model, src, src, parts, 1, 65, None)
+
+
+def test_guidance_patch_term_uses_the_part_prompts_it_is_given():
+    model = shared()
+    src, dst = images(2, 1), images(2, 2)
+    prompts = ["the {} eye.", "a {} in detail"]
+
+    def patch_only(**kwargs):
+        guidance = ClipGuidance([(model, 1.0)], source="photo", target="sketch", lambda_direction=0,
+                                lambda_patch=0.5, patch_size=32, seed=3, **kwargs)
+        return guidance.loss(dst, guidance.embed_source(src), img_src=src).item()
+
+    expected = 0.5 * patch_directional_loss(model, src, dst, part_directions(model, "photo", "sketch", prompts),
+                                            1, 32, torch.Generator().manual_seed(3)).item()
+    assert patch_only(part_prompts=prompts) == pytest.approx(expected, abs=1e-6)
+    default = 0.5 * patch_directional_loss(model, src, dst, part_directions(model, "photo", "sketch"),
+                                           1, 32, torch.Generator().manual_seed(3)).item()
+    assert patch_only() == pytest.approx(default, abs=1e-6) and default != pytest.approx(expected)
+    # The scale of the reference's: about 1/P of a cosine distance, far below the plain directional loss.
+    assert default <= 0.5 * 2 / len(PART_PROMPTS)
 
 
 def save_png(path, array):
@@ -252,7 +361,7 @@ def test_single_model_guidance_matches_hand_computation():
     with torch.no_grad():
         global_text = model.model.encode_text(clip.tokenize(["a sketch"]))[0]
     expected = (directional_loss(src_emb, dst_emb, text_direction(model, "photo", "sketch"))
-                + 0.5 * global_loss(dst_emb, global_text)
+                + 0.5 * global_loss(dst_emb, global_text, model.model.logit_scale)
                 + 0.25 * manifold_loss(src_emb, dst_emb, template_text_embedding(model, "photo"),
                                        template_text_embedding(model, "sketch")))
     assert got.item() == pytest.approx(expected.item(), abs=1e-6)
@@ -274,9 +383,7 @@ def test_ensemble_is_the_weighted_sum_of_single_model_losses():
     text_loss = ensemble.global_text_loss(dst)
     expected = 0.0
     for model, weight in zip(models, (0.3, 1.7)):
-        with torch.no_grad():
-            text = model.model.encode_text(clip.tokenize(["sketch"]))[0]
-        expected += weight * global_loss(model.encode_images(dst), text).item()
+        expected += weight * reference_global_loss(model, dst, "sketch").item()
     assert text_loss.item() == pytest.approx(expected, abs=1e-6)
 
 
@@ -362,12 +469,41 @@ def test_guidance_rejects_bad_settings(models, kwargs, match):
         ClipGuidance(members, source="photo", target="sketch", **kwargs)
 
 
+def longest_accepted_prompt():
+    """The longest 'cat cat ...' that check_prompt accepts (it fits every prompt template)."""
+    words = 1
+    while True:
+        try:
+            check_prompt("cat " * (words + 1), "target")
+        except UserError:
+            return "cat " * words
+        words += 1
+
+
+def test_patch_loss_refuses_a_text_that_only_overflows_inside_a_part_prompt():
+    model = shared()
+    target = longest_accepted_prompt()
+    ClipGuidance([(model, 1.0)], source="photo", target=target)  # fine without the patch loss
+    with pytest.raises(UserError, match=r"^target: 'cat cat .* too long for the patch loss .* part prompt"):
+        ClipGuidance([(model, 1.0)], source="photo", target=target, lambda_patch=1.0)
+    with pytest.raises(UserError, match=r"^source: .*too long for the patch loss"):
+        ClipGuidance([(model, 1.0)], source=target, target="sketch", lambda_patch=1.0)
+    # A prompt that fits: the check lets it through and its part directions can be computed.
+    short = ClipGuidance([(model, 1.0)], source="photo", target="cat " * 20, lambda_patch=1.0,
+                         part_prompts=["the {} eye."])
+    assert part_directions(model, "photo", short.target, short.part_prompts).shape == (1, 32)
+
+
 def test_guidance_requires_the_texts_its_losses_use():
     model = shared()
     with pytest.raises(UserError, match="^target: .*global"):
         ClipGuidance([(model, 1.0)], source="photo", target=None, lambda_global=1.0)
     with pytest.raises(UserError, match="^source: .*manifold"):
         ClipGuidance([(model, 1.0)], source=None, target="sketch", lambda_manifold=1.0)
+    with pytest.raises(UserError, match="^target: None: .*patch loss"):  # an image-guided domain
+        ClipGuidance([(model, 1.0)], source="photo", target=None, lambda_patch=1.0)
+    with pytest.raises(UserError, match="^source: '  ': .*patch loss"):
+        ClipGuidance([(model, 1.0)], source="  ", target="sketch", lambda_patch=1.0)
     no_target = ClipGuidance([(model, 1.0)], source="photo", target=None)
     with pytest.raises(UserError, match="^target: .*target images"):
         no_target.loss(images(1, 1), no_target.embed_source(images(1, 2)))

@@ -104,3 +104,20 @@ def test_gradients_reach_only_the_selected_layers(tiny_config):
     assert selected
     with_grad = {id(p) for p in g.parameters() if p.grad is not None}
     assert with_grad == selected
+
+
+@pytest.mark.slow
+def test_patch_and_global_losses_train_live_and_through_the_bank(tiny_config, tmp_path):
+    from nada_sweep.adapt.bank import bank_frozen_side
+
+    plain = tiny_config.model_copy(update={"steps": 2, "eval_every": 2})
+    config = plain.model_copy(update={"lambda_patch": 0.5, "lambda_global": 0.5})
+    live = run_adaptation(config, tmp_path / "live")
+    # Through the bank the source images must be rendered too: the patch loss crops them.
+    banked = run_adaptation(config, tmp_path / "banked", frozen_side=bank_frozen_side(tmp_path / "bank", 2))
+    without = run_adaptation(plain, tmp_path / "plain")
+    for summary in (live, banked, without):
+        assert summary.status == "ok" and summary.steps_done == 2
+    losses = [summary.history[-1]["loss"] for summary in (live, banked, without)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[0] != pytest.approx(losses[2], abs=1e-3)  # the extra terms count in the loss

@@ -1,6 +1,6 @@
 """StyleGAN-NADA's CLIP losses: text directions from prompt templates, and the directional, global,
-manifold and patch losses, combined over an ensemble of CLIP models by ClipGuidance; HyperDomainNet's
-in-domain angle-consistency and target-target direction losses.
+manifold and part-weighted patch losses, combined over an ensemble of CLIP models by ClipGuidance;
+HyperDomainNet's in-domain angle-consistency and target-target direction losses.
 
 The loss functions take embeddings as CLIP returns them (not normalised) and normalise inside, so a
 caller can never forget to. Text embeddings are computed once per CLIP model instance, in float32 whatever
@@ -20,15 +20,39 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from nada_sweep.errors import UserError
+from nada_sweep.errors import UserError, quoted
 from nada_sweep.images import IMAGE_SUFFIXES, image_files
-from nada_sweep.models.clip_models import IMAGENET_TEMPLATES, ClipModel
+from nada_sweep.models.clip_models import CONTEXT_LENGTH, IMAGENET_TEMPLATES, ClipModel, check_prompt
 
 __all__ = [
-    "IMAGENET_TEMPLATES", "ClipGuidance", "directional_loss", "global_loss", "image_direction_target",
-    "indomain_loss", "manifold_loss", "patch_directional_loss", "template_text_embedding", "text_direction",
-    "tt_direction_loss",
+    "IMAGENET_TEMPLATES", "PART_PROMPTS", "ClipGuidance", "directional_loss", "global_loss",
+    "image_direction_target", "indomain_loss", "manifold_loss", "part_directions", "part_weighted_loss",
+    "patch_directional_loss", "template_text_embedding", "text_direction", "tt_direction_loss",
 ]
+
+# The patch loss's "part" prompts, each holding the domain text at {}: a crop's change is compared with the
+# text direction of every part (source -> target, each inside every prompt template) and weighted towards
+# the parts it matches best, as the reference's patch loss does with its own list. Ours is generic (faces,
+# animals, objects, scenes) and in our own words; benchmarks/official_parity.py passes the reference's list
+# instead when it compares numbers with the official code.
+PART_PROMPTS: tuple[str, ...] = (
+    "a close-up of the eyes of a {}.",
+    "a close-up of the mouth of a {}.",
+    "the hair on top of a {}.",
+    "the skin of a {}.",
+    "the outline of a {}.",
+    "the texture of a {}.",
+    "the surface of a {}.",
+    "a small detail of a {}.",
+    "the upper half of a {}.",
+    "the lower half of a {}.",
+    "an edge of a {}.",
+    "the background around a {}.",
+)
+
+# exp(logit_scale) of OpenAI's released CLIP models (training clamps it there). The reference's global loss
+# divides CLIP's logits by it: 1 - cos for those models, scaled by exp(logit_scale) / 100 for any other.
+REFERENCE_LOGIT_SCALE = 100.0
 
 
 def _cached(clip: ClipModel, key: tuple, compute: Callable[[], Tensor]) -> Tensor:
@@ -128,9 +152,15 @@ def directional_loss(src_emb: Tensor, dst_emb: Tensor, direction: Tensor) -> Ten
     return (1 - (image_direction * F.normalize(direction, dim=-1)).sum(dim=-1)).mean()
 
 
-def global_loss(dst_emb: Tensor, text_emb: Tensor) -> Tensor:
-    """mean(1 - cos(image embedding, text embedding)); dst_emb [N, D], text_emb [D] or [N, D]."""
-    return (1 - (F.normalize(dst_emb, dim=-1) * F.normalize(text_emb, dim=-1)).sum(dim=-1)).mean()
+def global_loss(dst_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """mean(1 - exp(logit_scale) * cos(image embedding, text embedding) / 100): the reference's 1 - logits / 100.
+
+    dst_emb [N, D], text_emb [D] or [N, D]; logit_scale: the model's learned log temperature
+    (clip.model.logit_scale), whose exp is 100 in OpenAI's released models, where this is mean(1 - cos).
+    """
+    cos = (F.normalize(dst_emb, dim=-1) * F.normalize(text_emb, dim=-1)).sum(dim=-1)
+    scale = torch.as_tensor(logit_scale, device=cos.device).exp()
+    return (1 - scale * cos / REFERENCE_LOGIT_SCALE).mean()
 
 
 def manifold_loss(src_emb: Tensor, dst_emb: Tensor, src_text_emb: Tensor, tgt_text_emb: Tensor) -> Tensor:
@@ -180,14 +210,32 @@ def tt_direction_loss(dst_emb: Tensor, target_text_embs: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(dst[i] - dst[j], text_delta, dim=-1)).mean()
 
 
-def patch_directional_loss(clip: ClipModel, img_src: Tensor, img_dst: Tensor, direction: Tensor,
+def part_directions(clip: ClipModel, source: str, target: str, prompts: Sequence[str] = PART_PROMPTS) -> Tensor:
+    """Unit [P, D]: per part prompt p, text_direction(p with source, p with target); cached per model instance."""
+    key = ("part directions", source, target, tuple(prompts))
+    return _cached(clip, key, lambda: torch.stack(
+        [text_direction(clip, p.format(source), p.format(target)) for p in prompts]))
+
+
+def part_weighted_loss(src_emb: Tensor, dst_emb: Tensor, part_dirs: Tensor) -> Tensor:
+    """mean over crops n and parts p of softmax_p(c_n)[p] * (1 - c_np), c_np = cos(dI_n, part direction p).
+
+    src_emb, dst_emb: [N, D] crop embeddings; part_dirs: [P, D]; dI as in directional_loss. The weights are
+    a softmax over the raw cosines (the reference's), with their gradient; the mean over P parts makes the
+    loss about 1/P of a directional loss.
+    """
+    image_direction = F.normalize(F.normalize(dst_emb, dim=-1) - F.normalize(src_emb, dim=-1), dim=-1)
+    cosines = image_direction @ F.normalize(part_dirs, dim=-1).T
+    return ((1 - cosines) * cosines.softmax(dim=-1)).mean()
+
+
+def patch_directional_loss(clip: ClipModel, img_src: Tensor, img_dst: Tensor, part_dirs: Tensor,
                            n_patches: int, patch_size: int, generator: torch.Generator | None) -> Tensor:
-    """Directional loss on random square crops, cut at the same places from source and adapted images.
+    """part_weighted_loss of square crops cut at the same places from source and adapted images.
 
     n_patches crops of patch_size pixels per image, placed uniformly by `generator` (a CPU generator;
-    None: torch's global RNG). Simplified from the reference, which takes one 510 px crop of a 1024 px
-    image and weights the loss by how well the crop's direction matches each of 15 "part" prompt
-    directions ("{} eye", ...); here every crop is compared with the adaptation's target direction.
+    None: torch's global RNG); part_dirs: part_directions(...). The reference takes one 510 px crop of a
+    1024 px image (ClipGuidance's default: one crop of half the shorter side).
     """
     n, _, height, width = img_dst.shape
     if not 0 < patch_size <= min(height, width):
@@ -202,7 +250,7 @@ def patch_directional_loss(clip: ClipModel, img_src: Tensor, img_dst: Tensor, di
 
     with torch.no_grad():
         src_emb = clip.encode_images(crops(img_src))
-    return directional_loss(src_emb, clip.encode_images(crops(img_dst)), direction)
+    return part_weighted_loss(src_emb, clip.encode_images(crops(img_dst)), part_dirs)
 
 
 class ClipGuidance:
@@ -211,7 +259,8 @@ class ClipGuidance:
     loss = sum_m weight_m * (lambda_direction * directional + lambda_global * global
                              + lambda_manifold * manifold + lambda_patch * patch + lambda_indomain * indomain)
     Terms whose lambda is 0 are not computed. The target direction is the text direction of source ->
-    target, or after use_image_target() the image-guided direction of each model.
+    target, or after use_image_target() the image-guided direction of each model. The patch loss always
+    uses the texts (its part directions), as the reference's does.
     """
 
     def __init__(
@@ -221,13 +270,14 @@ class ClipGuidance:
         source: str | None,                  # source domain text ("photo")
         target: str | None,                  # target domain text ("pencil sketch"); None: image-guided only
         lambda_direction: float = 1.0,       # directional loss weight (the method's main loss)
-        lambda_global: float = 0.0,          # 1 - cos(image, "a {target}")
+        lambda_global: float = 0.0,          # 1 - CLIP logits(image, "a {target}") / 100
         lambda_manifold: float = 0.0,        # L1 between image and text cosines
-        lambda_patch: float = 0.0,           # directional loss on random crops
+        lambda_patch: float = 0.0,           # part-weighted directional loss on random crops
         lambda_indomain: float = 0.0,        # angle consistency between the batch's samples (batch >= 2)
         n_patches: int = 1,                  # crops per image for the patch loss
         patch_size: int | None = None,       # crop side in pixels; None: half the image's shorter side
         seed: int = 0,                       # seeds the crop placement
+        part_prompts: Sequence[str] = PART_PROMPTS,  # the patch loss's parts, "{}" where the text goes
     ) -> None:
         if not models:
             raise UserError("clip: no CLIP model given; name at least one, e.g. ViT-B/32")
@@ -249,6 +299,12 @@ class ClipGuidance:
             _require_text("target", target, "the manifold loss (lambda_manifold > 0)")
         if lambda_global > 0:
             _require_text("target", target, "the global loss (lambda_global > 0)")
+        if lambda_patch > 0:
+            if not part_prompts or any(p.count("{}") != 1 for p in part_prompts):
+                raise ValueError(f"part_prompts: {list(part_prompts)!r}: give at least one, each with one {{}}")
+            for field, text in (("source", source), ("target", target)):
+                _require_text(field, text, "the patch loss (lambda_patch > 0), whose part prompts hold both texts")
+                _check_fits_part_prompts(field, text, part_prompts)
 
         self.models = [(clip, float(weight)) for clip, weight in models]
         self.source, self.target = source, target
@@ -256,6 +312,7 @@ class ClipGuidance:
         self.lambda_manifold, self.lambda_patch = float(lambda_manifold), float(lambda_patch)
         self.lambda_indomain = float(lambda_indomain)
         self.n_patches, self.patch_size = n_patches, patch_size
+        self.part_prompts = tuple(part_prompts)
         self._generator = torch.Generator().manual_seed(seed)
         self._image_target: tuple[Path, Tensor] | None = None  # style folder, generated samples (on CPU)
         self._image_directions: list[Tensor] | None = None
@@ -304,7 +361,7 @@ class ClipGuidance:
             raise ValueError("the patch loss (lambda_patch > 0) needs img_src")
         total: Tensor | None = None
         for index, ((clip, weight), src_emb) in enumerate(zip(self.models, src_embs, strict=True)):
-            direction = self._direction(index) if self.lambda_direction or self.lambda_patch else None
+            direction = self._direction(index) if self.lambda_direction else None
             terms: list[Tensor] = []
             if self.lambda_direction or self.lambda_global or self.lambda_manifold or self.lambda_indomain:
                 dst_emb = clip.encode_images(img_dst) if dst_embs is None else dst_embs[index]
@@ -318,7 +375,7 @@ class ClipGuidance:
                 terms.append(self.lambda_direction * directional_loss(src_emb, dst_for_direction, direction))
             if self.lambda_global:
                 text_emb = _raw_text_embedding(clip, f"a {self.target}")
-                terms.append(self.lambda_global * global_loss(dst_emb, text_emb))
+                terms.append(self.lambda_global * global_loss(dst_emb, text_emb, clip.model.logit_scale))
             if self.lambda_manifold:
                 src_text = template_text_embedding(clip, self.source)
                 tgt_text = template_text_embedding(clip, self.target)
@@ -327,8 +384,9 @@ class ClipGuidance:
                 terms.append(self.lambda_indomain * indomain_loss(src_emb, dst_emb))
             if self.lambda_patch:
                 patch_size = self.patch_size or min(img_dst.shape[-2:]) // 2
+                parts = part_directions(clip, self.source, self.target, self.part_prompts)
                 terms.append(self.lambda_patch * patch_directional_loss(
-                    clip, img_src, img_dst, direction, self.n_patches, patch_size, self._generator))
+                    clip, img_src, img_dst, parts, self.n_patches, patch_size, self._generator))
             model_loss = weight * torch.stack(terms).sum()
             total = model_loss if total is None else total + model_loss.to(total.device)
         return total
@@ -345,7 +403,7 @@ class ClipGuidance:
         return total
 
     def global_text_loss(self, images: Tensor) -> Tensor:
-        """sum_m weight_m * mean(1 - cos(E_I(images), E_T(target))) against the raw target text.
+        """sum_m weight_m * global_loss(E_I(images), E_T(target)) against the raw target text.
 
         What adaptive layer selection minimises over W+ (the reference uses the text as written, no "a ").
         """
@@ -354,7 +412,7 @@ class ClipGuidance:
         total: Tensor | None = None
         for clip, weight in self.models:
             text_emb = _raw_text_embedding(clip, self.target)
-            model_loss = weight * global_loss(clip.encode_images(images), text_emb)
+            model_loss = weight * global_loss(clip.encode_images(images), text_emb, clip.model.logit_scale)
             total = model_loss if total is None else total + model_loss.to(total.device)
         return total
 
@@ -362,3 +420,14 @@ class ClipGuidance:
 def _require_text(field: str, value: str | None, purpose: str) -> None:
     if value is None or not value.strip():
         raise UserError(f"{field}: {value!r}: a {field} text is needed for {purpose}")
+
+
+def _check_fits_part_prompts(field: str, text: str, part_prompts: Sequence[str]) -> None:
+    """Refuse, before any training, a text that fits the prompt templates but not inside a part prompt too."""
+    for prompt in part_prompts:
+        try:
+            check_prompt(prompt.format(text), field)
+        except UserError:
+            raise UserError(f"{field}: {quoted(text)} is too long for the patch loss (lambda_patch > 0): inside the "
+                            f"part prompt {prompt!r} and the prompt templates it exceeds CLIP's "
+                            f"{CONTEXT_LENGTH} tokens; shorten it or set lambda_patch to 0") from None
