@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from nada_sweep.adapt.bank import bank_frozen_side
-from nada_sweep.adapt.pack import PackMember, train_pack
+from nada_sweep.adapt.pack import PackMember, pack_key, train_pack
 from nada_sweep.adapt.params import PARAMETRIZATIONS
 from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 from nada_sweep.errors import UserError
 from nada_sweep.run_files import DOMAIN, GENERATOR, RunFolder, Status
 
-LIGHT = [name for name in PARAMETRIZATIONS if name != "full"]
 TOLERANCE = 1e-4
 NOT_COMPARED = {"elapsed_s"}  # wall time differs between any two runs
 
@@ -41,7 +40,8 @@ def _assert_same_run(alone, packed) -> None:
                 assert math.isclose(entry_a[key], entry_p[key], abs_tol=TOLERANCE), key
             else:
                 assert entry_a[key] == entry_p[key], key
-    for name in (GENERATOR, DOMAIN):
+    assert a.path(DOMAIN).exists() == p.path(DOMAIN).exists()
+    for name in (GENERATOR, DOMAIN) if a.path(DOMAIN).exists() else (GENERATOR,):  # full runs have no domain.pt
         tensors_a = torch.load(a.path(name), weights_only=True)
         tensors_p = torch.load(p.path(name), weights_only=True)
         weights_a = tensors_a.get("g_ema", tensors_a.get("offsets"))
@@ -52,7 +52,7 @@ def _assert_same_run(alone, packed) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", LIGHT)
+@pytest.mark.parametrize("params", list(PARAMETRIZATIONS))
 def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
     configs = _members(tiny_config, params)
     bank = bank_frozen_side(tmp_path / "bank", tiny_config.steps)
@@ -66,16 +66,18 @@ def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
 
 
 @pytest.mark.slow
-def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path):
+@pytest.mark.parametrize("params", ["stylespace", "full"])
+def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path, params):
     # k > 0: each member searches W+ for its own layers (with its own RNG stream) and trains only those.
-    configs = _members(tiny_config, "stylespace", k=2, auto_layer_batch=2, auto_layer_iters=2)
+    configs = _members(tiny_config, params, k=2, auto_layer_batch=2, auto_layer_iters=2)
     for i, config in enumerate(configs):
         run_adaptation(config, tmp_path / f"alone{i}")
     train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
     for i in range(len(configs)):
         _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
-    offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
-    assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
+    if params == "stylespace":
+        offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
+        assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
 
 
 def test_a_diverging_member_leaves_the_pack_and_the_others_finish(tiny_config, tmp_path):
@@ -121,11 +123,14 @@ def test_interrupted_pack_resumes_each_member_from_its_own_checkpoint(tiny_confi
     _assert_same_run(tmp_path / "straight", tmp_path / "long")
 
 
-def test_full_runs_and_mixed_generators_are_refused(tiny_config, tmp_path):
+def test_full_and_light_runs_and_mixed_generators_are_refused(tiny_config, tmp_path):
     light = tiny_config.model_copy(update={"params": "stylespace"})
-    with pytest.raises(UserError, match="full"):
-        train_pack([PackMember(light, tmp_path / "a"), PackMember(light.model_copy(update={"params": "full"}),
-                                                                  tmp_path / "b")])
+    full = light.model_copy(update={"params": "full"})
+    with pytest.raises(UserError, match="apart from light"):
+        train_pack([PackMember(light, tmp_path / "a"), PackMember(full, tmp_path / "b")])
+    with pytest.raises(UserError, match="one batch size"):
+        train_pack([PackMember(full, tmp_path / "a"), PackMember(full.model_copy(update={"batch": 4}), tmp_path / "b")])
+    assert pack_key(light) == pack_key(light.model_copy(update={"params": "affine", "batch": 4}))
     with pytest.raises(UserError, match="one generator"):
         train_pack([PackMember(light, tmp_path / "a"),
                     PackMember(light.model_copy(update={"generator": "builtin:tiny-other"}), tmp_path / "b")])
