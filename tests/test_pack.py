@@ -12,6 +12,7 @@ from nada_sweep.adapt.pack import PackMember, pack_key, train_pack
 from nada_sweep.adapt.params import PARAMETRIZATIONS
 from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 from nada_sweep.errors import UserError
+from nada_sweep.models.checkpoints import load_generator
 from nada_sweep.run_files import DOMAIN, GENERATOR, RunFolder, Status
 
 TOLERANCE = 1e-4
@@ -27,7 +28,7 @@ def _members(tiny_config, params: str, **update) -> list:
     ]
 
 
-def _assert_same_run(alone, packed) -> None:
+def _assert_same_run(alone, packed, weight_tolerance: float = TOLERANCE) -> None:
     a, p = RunFolder(alone), RunFolder(packed)
     assert a.state() is p.state() is Status.OK
     assert a.status()["best_step"] == p.status()["best_step"]
@@ -48,7 +49,7 @@ def _assert_same_run(alone, packed) -> None:
         weights_p = tensors_p.get("g_ema", tensors_p.get("offsets"))
         assert weights_a is not None and weights_a.keys() == weights_p.keys()
         for key, value in weights_a.items():
-            assert (value - weights_p[key]).abs().max().item() <= TOLERANCE, (name, key)
+            assert (value - weights_p[key]).abs().max().item() <= weight_tolerance, (name, key)
 
 
 @pytest.mark.slow
@@ -73,8 +74,14 @@ def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tm
     for i, config in enumerate(configs):
         run_adaptation(config, tmp_path / f"alone{i}")
     train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
+    source = load_generator("builtin:tiny", torch.device("cpu")).generator.state_dict()
     for i in range(len(configs)):
-        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
+        # Full: Adam's first update of a layer chosen for the first time is about lr * sign(g) per weight, so a
+        # weight whose gradient is near 0 turns float rounding (batched against alone) into up to ~1e-3.
+        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}", 1e-2 if params == "full" else TOLERANCE)
+        trained = [{key for key, value in torch.load(tmp_path / f"{run}{i}" / GENERATOR, weights_only=True)[
+            "g_ema"].items() if not torch.equal(value, source[key])} for run in ("alone", "packed")]
+        assert trained[0] == trained[1] and trained[0]  # the same layers chosen and trained
     if params == "stylespace":
         offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
         assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
