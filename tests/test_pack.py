@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from nada_sweep.adapt.bank import bank_frozen_side
-from nada_sweep.adapt.pack import PackMember, train_pack
+from nada_sweep.adapt.pack import PackMember, pack_key, train_pack
 from nada_sweep.adapt.params import PARAMETRIZATIONS
 from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 from nada_sweep.errors import UserError
+from nada_sweep.models.checkpoints import load_generator
 from nada_sweep.run_files import DOMAIN, GENERATOR, RunFolder, Status
 
-LIGHT = [name for name in PARAMETRIZATIONS if name != "full"]
 TOLERANCE = 1e-4
 NOT_COMPARED = {"elapsed_s"}  # wall time differs between any two runs
 
@@ -28,7 +28,7 @@ def _members(tiny_config, params: str, **update) -> list:
     ]
 
 
-def _assert_same_run(alone, packed) -> None:
+def _assert_same_run(alone, packed, weight_tolerance: float = TOLERANCE) -> None:
     a, p = RunFolder(alone), RunFolder(packed)
     assert a.state() is p.state() is Status.OK
     assert a.status()["best_step"] == p.status()["best_step"]
@@ -41,18 +41,19 @@ def _assert_same_run(alone, packed) -> None:
                 assert math.isclose(entry_a[key], entry_p[key], abs_tol=TOLERANCE), key
             else:
                 assert entry_a[key] == entry_p[key], key
-    for name in (GENERATOR, DOMAIN):
+    assert a.path(DOMAIN).exists() == p.path(DOMAIN).exists()
+    for name in (GENERATOR, DOMAIN) if a.path(DOMAIN).exists() else (GENERATOR,):  # full runs have no domain.pt
         tensors_a = torch.load(a.path(name), weights_only=True)
         tensors_p = torch.load(p.path(name), weights_only=True)
         weights_a = tensors_a.get("g_ema", tensors_a.get("offsets"))
         weights_p = tensors_p.get("g_ema", tensors_p.get("offsets"))
         assert weights_a is not None and weights_a.keys() == weights_p.keys()
         for key, value in weights_a.items():
-            assert (value - weights_p[key]).abs().max().item() <= TOLERANCE, (name, key)
+            assert (value - weights_p[key]).abs().max().item() <= weight_tolerance, (name, key)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", LIGHT)
+@pytest.mark.parametrize("params", list(PARAMETRIZATIONS))
 def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
     configs = _members(tiny_config, params)
     bank = bank_frozen_side(tmp_path / "bank", tiny_config.steps)
@@ -66,16 +67,24 @@ def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
 
 
 @pytest.mark.slow
-def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path):
+@pytest.mark.parametrize("params", ["stylespace", "full"])
+def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path, params):
     # k > 0: each member searches W+ for its own layers (with its own RNG stream) and trains only those.
-    configs = _members(tiny_config, "stylespace", k=2, auto_layer_batch=2, auto_layer_iters=2)
+    configs = _members(tiny_config, params, k=2, auto_layer_batch=2, auto_layer_iters=2)
     for i, config in enumerate(configs):
         run_adaptation(config, tmp_path / f"alone{i}")
     train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
+    source = load_generator("builtin:tiny", torch.device("cpu")).generator.state_dict()
     for i in range(len(configs)):
-        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
-    offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
-    assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
+        # Full: Adam's first update of a layer chosen for the first time is about lr * sign(g) per weight, so a
+        # weight whose gradient is near 0 turns float rounding (batched against alone) into up to ~1e-3.
+        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}", 1e-2 if params == "full" else TOLERANCE)
+        trained = [{key for key, value in torch.load(tmp_path / f"{run}{i}" / GENERATOR, weights_only=True)[
+            "g_ema"].items() if not torch.equal(value, source[key])} for run in ("alone", "packed")]
+        assert trained[0] == trained[1] and trained[0]  # the same layers chosen and trained
+    if params == "stylespace":
+        offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
+        assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
 
 
 def test_a_diverging_member_leaves_the_pack_and_the_others_finish(tiny_config, tmp_path):
@@ -121,11 +130,14 @@ def test_interrupted_pack_resumes_each_member_from_its_own_checkpoint(tiny_confi
     _assert_same_run(tmp_path / "straight", tmp_path / "long")
 
 
-def test_full_runs_and_mixed_generators_are_refused(tiny_config, tmp_path):
+def test_full_and_light_runs_and_mixed_generators_are_refused(tiny_config, tmp_path):
     light = tiny_config.model_copy(update={"params": "stylespace"})
-    with pytest.raises(UserError, match="full"):
-        train_pack([PackMember(light, tmp_path / "a"), PackMember(light.model_copy(update={"params": "full"}),
-                                                                  tmp_path / "b")])
+    full = light.model_copy(update={"params": "full"})
+    with pytest.raises(UserError, match="apart from light"):
+        train_pack([PackMember(light, tmp_path / "a"), PackMember(full, tmp_path / "b")])
+    with pytest.raises(UserError, match="one batch size"):
+        train_pack([PackMember(full, tmp_path / "a"), PackMember(full.model_copy(update={"batch": 4}), tmp_path / "b")])
+    assert pack_key(light) == pack_key(light.model_copy(update={"params": "affine", "batch": 4}))
     with pytest.raises(UserError, match="one generator"):
         train_pack([PackMember(light, tmp_path / "a"),
                     PackMember(light.model_copy(update={"generator": "builtin:tiny-other"}), tmp_path / "b")])

@@ -1,9 +1,10 @@
-"""Packs: several runs of light parametrizations trained together, one batched step for all of them.
+"""Packs: several runs trained together, one batched step for all of them.
 
 Every member is a whole run (`nada_sweep.adapt.run.run_steps`): its own folder, config, evaluation,
 metrics.jsonl, samples, generator.pt/domain.pt, status, state.pt and resume, its own optimiser and layer
 selection. The pack only takes their training steps: one forward of all members' samples through the one
-frozen generator they share (member i's offsets on its own samples, `render_packed`), one CLIP forward per
+frozen generator they share (light members: member i's offsets on its own samples, `render_packed`; full
+members: each one's own weights as one grouped convolution per layer, `render_full_packed`), one CLIP forward per
 guiding model for all images, and one backward of the members' summed losses (their numbers are disjoint,
 so each gets exactly its own gradient).
 
@@ -12,8 +13,8 @@ code or draws the member's noise maps, so a member draws exactly the latents and
 checkpoint stores its own stream. A member that fails or diverges leaves the pack with its own status; the
 others go on.
 
-Refused in packs: `full` (its convolutions are per-member weights) and the live frozen side with style mixing
-(the generator draws the crossover from Python's RNG); the sweep's frozen bank gives each member its W+.
+Full and light members pack apart (pack_key). Refused in packs: the live frozen side with style mixing (the
+generator draws the crossover from Python's RNG); the sweep's frozen bank gives each member its W+.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide
+from nada_sweep.adapt.pack_render import render_full_packed
 from nada_sweep.adapt.params import Full, render_packed
 from nada_sweep.adapt.run import RunSteps, RunSummary, StepRequest, run_steps
 from nada_sweep.adapt.settings import AdaptConfig
@@ -46,22 +48,22 @@ class PackMember:
     frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None
 
 
-def pack_key(config: AdaptConfig) -> tuple | None:
-    """What members of one pack must share (None: this run cannot be packed): one generator, one set of
-    guiding CLIP models in order, one device and one CLIP precision."""
-    if config.params == Full.name:
-        return None
-    return (config.generator, tuple(spec.name for spec in config.clip), config.device, config.cuda_bf16_clip,
-            config.cuda_tf32)
+def pack_key(config: AdaptConfig) -> tuple:
+    """What members of one pack must share: one generator, one set of guiding CLIP models in order, one device
+    and one CLIP precision; `full` members also one batch size (their convolutions are grouped per member),
+    and they pack apart from light ones."""
+    key = (config.generator, tuple(spec.name for spec in config.clip), config.device, config.cuda_bf16_clip,
+           config.cuda_tf32)
+    return key + (Full.name, config.batch) if config.params == Full.name else key
 
 
 def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
     """Why these runs cannot form one pack, or None."""
-    keys = [pack_key(config) for config in configs]
-    if any(key is None for key in keys):
-        return f"{Full.name!r} runs train their own convolution weights and cannot share a pack"
-    if len(set(keys)) > 1:
-        return "the members of a pack need one generator, the same guiding CLIP models, device and precision"
+    if len({config.params == Full.name for config in configs}) > 1:
+        return f"{Full.name!r} runs train their own convolution weights and pack apart from light ones"
+    if len({pack_key(config) for config in configs}) > 1:
+        return ("the members of a pack need one generator, the same guiding CLIP models, device and precision "
+                f"(and {Full.name!r} members one batch size)")
     return None
 
 
@@ -194,8 +196,11 @@ def _batched_step(live: Sequence[_Live]) -> list[torch.Tensor]:
     noise = [torch.cat(maps) for maps in zip(*noise_maps, strict=True)]
     for adaptation in adaptations:
         adaptation.optimiser.zero_grad(set_to_none=True)
-    images = render_packed([a.g_train for a in adaptations], sizes, [torch.cat(latents)], input_is_latent=True,
-                           noise=noise)[0]
+    if isinstance(adaptations[0].g_train, Full):
+        images = render_full_packed([a.g_train.trained for a in adaptations], torch.cat(latents), noise)
+    else:
+        images = render_packed([a.g_train for a in adaptations], sizes, [torch.cat(latents)], input_is_latent=True,
+                               noise=noise)[0]
     with adaptations[0].clip_precision():
         embeddings = [clip.encode_images(images).split(sizes) for clip, _ in adaptations[0].guidance.models]
     losses = [
