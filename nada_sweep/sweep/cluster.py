@@ -112,8 +112,8 @@ def check_cluster(sweep: ResolvedSweep) -> None:
     resources = sweep.config.resources
     where = f"{sweep.sweep_file}: resources"
     if resources.gpus > 0 and available.get("GPU", 0) < resources.gpus:
-        raise UserError(f"{where}.gpus: each trial asks for {resources.gpus:g} GPU but the Ray cluster has "
+        raise UserError(f"{where}.gpus: each pack asks for {resources.gpus:g} GPU but the Ray cluster has "
                         f"{available.get('GPU', 0):g}; set gpus: 0 to train on CPUs (or try --demo)")
     if available.get("CPU", 0) < resources.cpus:
-        raise UserError(f"{where}.cpus: each trial asks for {resources.cpus:g} CPUs but the Ray cluster has "
+        raise UserError(f"{where}.cpus: each pack asks for {resources.cpus:g} CPUs but the Ray cluster has "
                         f"{available.get('CPU', 0):g}; lower resources.cpus")
