@@ -163,21 +163,29 @@ def _member_hooks(position: int, spec: TrialSpec, referee: Any) -> tuple[Callabl
 
 
 def _train(members: list[PackMember]) -> list[BaseException]:
-    """Train `members` (one alone, exactly as before packs; several as one pack); the errors that ended some."""
+    """Train `members` (one alone, exactly as before packs; several as one pack); the errors that ended some,
+    each also in its member's folder."""
     from nada_sweep.adapt.pack import train_pack
     from nada_sweep.adapt.run import run_adaptation
 
     if len(members) != 1:
         results = train_pack(members) if members else []
-        return [result for result in results if isinstance(result, BaseException)]
-    (member,) = members
-    try:
-        result: Any = run_adaptation(member.config, member.out_dir, on_eval=member.on_eval, labels=member.labels,
-                                     frozen_side=member.frozen_side)
-    except Exception as error:  # recorded in its folder by the run; the pack raises it once it has ended
-        result = error
-    member.on_end(result)
-    return [result] if isinstance(result, BaseException) else []
+    else:
+        (member,) = members
+        try:
+            results = [run_adaptation(member.config, member.out_dir, on_eval=member.on_eval, labels=member.labels,
+                                      frozen_side=member.frozen_side)]
+        except Exception as error:  # the pack raises it once it has ended
+            results = [error]
+        member.on_end(results[0])
+    errors = []
+    for member, result in zip(members, results, strict=True):
+        if isinstance(result, BaseException):
+            errors.append(result)
+            folder = RunFolder(member.out_dir)
+            if not folder.state().failed:  # refused before the run could record it (e.g. its folder)
+                folder.update_status(Status.FAILED, f"{type(result).__name__}: {result}")
+    return errors
 
 
 class MembersFailed(RuntimeError):
