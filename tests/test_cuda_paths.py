@@ -29,7 +29,7 @@ from nada_sweep.models.checkpoints import load_generator
 from nada_sweep.models.clip_models import build_tiny_clip, wrap_clip
 from nada_sweep.report import build_report
 from nada_sweep.run_files import RunFolder
-from nada_sweep.sweep.trainable import SPEC_KEY, TrialSpec, run_trial
+from nada_sweep.sweep.trainable import PACK_KEY, PackSpec, TrialSpec, run_pack
 from report_helpers import fake_trial, line
 
 META = torch.device("meta")
@@ -80,8 +80,8 @@ def test_most_moved_picks_the_k_largest_among_the_candidates():
 
 def _gpu_spec(tmp_path, tiny_config, gpus: float) -> dict:
     spec = TrialSpec(index=0, domain="sketch", name="k=0", out_dir=str(tmp_path / "trial"), steps=tiny_config.steps,
-                     cpus=2, gpus=gpus, config=tiny_config.model_dump(mode="json"), labels={})
-    return {SPEC_KEY: spec.model_dump(mode="json")}
+                     config=tiny_config.model_dump(mode="json"), labels={})
+    return {PACK_KEY: PackSpec(index=0, members=[spec], cpus=2, gpus=gpus).model_dump(mode="json")}
 
 
 def test_a_trial_given_a_gpu_without_cuda_is_refused_with_what_torch_reports(tmp_path, tiny_config, monkeypatch):
@@ -90,7 +90,7 @@ def test_a_trial_given_a_gpu_without_cuda_is_refused_with_what_torch_reports(tmp
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")  # restored to unset afterwards, whatever the trial sets
     config = _gpu_spec(tmp_path, tiny_config.model_copy(update={"device": "auto"}), gpus=0.5)
     with pytest.raises(devices.CudaUnavailable) as refused:
-        run_trial(config)
+        run_pack(config)
     message = str(refused.value)
     assert "given 0.5 GPU" in message and f"torch {torch.__version__} built for CUDA" in message
     assert "torch.cuda.device_count() = " in message and "CUDA_VISIBLE_DEVICES" in message

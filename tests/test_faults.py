@@ -309,7 +309,7 @@ def test_gpus_the_cluster_lacks_are_refused_at_once_and_nothing_is_touched(tmp_p
     assert code is not None, "the run waits for GPUs instead of refusing"
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "sweep.yaml:8: resources.gpus: each trial asks for 1 GPU but the Ray cluster has" in err
+    assert "sweep.yaml:8: resources.gpus: each pack asks for 1 GPU but the Ray cluster has" in err
     assert "set it to 0" in err and "--demo" in err and "Traceback" not in err
     assert snapshot(root) == before  # the lock file included: nothing is written before the checks pass
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from sweep_helpers import make_sweep, status, statuses, wait_for
@@ -24,6 +23,7 @@ from nada_sweep.errors import UserError
 from nada_sweep.run_files import RunFolder, Status
 from nada_sweep.sweep import driver
 from nada_sweep.sweep.load import load_sweep
+from nada_sweep.sweep.trainable import PACK_KEY
 
 PEAKS = {"sketch": 3e-4, "anime": 3e-3}  # the lr at which each domain's synthetic objective peaks
 # The anime domain scores 100 higher everywhere, as an easy prompt's CLIP scores do: a searcher that saw its
@@ -57,7 +57,7 @@ def run_synthetic(searcher, count: int, first: int = 0) -> list[dict]:
     for number in range(first, first + count):
         suggestion = searcher.suggest(f"tune-{number}")
         assert isinstance(suggestion, dict), suggestion
-        spec = suggestion["trial"]
+        spec = suggestion[PACK_KEY]["members"][0]
         score = objective(spec["domain"], spec["config"]["lr"])
         searcher.on_trial_result(f"tune-{number}", {"step": 2, "clip_direction": score - 0.5})
         searcher.on_trial_complete(f"tune-{number}", {"step": 4, "clip_direction": score})
@@ -110,12 +110,12 @@ def test_a_saved_search_continues_where_it_stopped(tmp_path):
     done = run_synthetic(first, 4)
     for spec in done:  # what those trials left on disk: finished
         RunFolder(spec["out_dir"]).write_status(status=Status.OK, step=4, error=None)
-    unfinished = first.suggest("tune-interrupted")["trial"]  # started, then the run was interrupted
+    unfinished = first.suggest("tune-interrupted")[PACK_KEY]["members"][0]  # started, then the run was interrupted
     RunFolder(unfinished["out_dir"]).write_status(status=Status.INTERRUPTED, step=2, error=None)
 
     again = searcher_of(path, state)
     assert [plan.name for plan, _ in again.suggested()] == [s["name"] for s in [*done, unfinished]]
-    resumed = again.suggest("new-tune-id")["trial"]
+    resumed = again.suggest("new-tune-id")[PACK_KEY]["members"][0]
     assert (resumed["name"], resumed["config"]["lr"]) == (unfinished["name"], unfinished["config"]["lr"])
     domain = unfinished["domain"]
     study = again.domain_searcher(domain)._ot_study
@@ -124,7 +124,7 @@ def test_a_saved_search_continues_where_it_stopped(tmp_path):
     score = objective(domain, resumed["config"]["lr"])
     again.on_trial_complete("new-tune-id", {"clip_direction": score})  # the restored searcher knows it
     assert len([t for t in study.trials if t.value is not None]) == len(finished_here) + 1
-    fresh = again.suggest("next")["trial"]  # then new suggestions go on numbering the domain's trials
+    fresh = again.suggest("next")[PACK_KEY]["members"][0]  # then new suggestions go on numbering the domain's trials
     assert fresh["name"].startswith("002_" if fresh["domain"] != domain else "003_")
 
     grown = searcher_of(adaptive_sweep(tmp_path, "optuna", num_samples=12), state)  # a bigger budget goes on
@@ -136,29 +136,27 @@ def test_a_saved_search_continues_where_it_stopped(tmp_path):
 
 
 def test_early_stopping_per_domain_works_on_the_searchers_trials(tmp_path):
-    """Tune's part played by hand: the per-domain ASHA sees the searcher's trials, and a trial it stops is
-    scored by the best it reached, as Tune tells the searcher with the stopping result."""
+    """Tune's part played by hand: the per-domain referee judges the searcher's trials (each a pack of one), and a
+    trial it stops is scored by the best it reached, as Tune tells the searcher when the stopped trial ends."""
     pytest.importorskip("optuna")
     from nada_sweep.sweep.scheduler import PerDomainASHA
 
     path = adaptive_sweep(tmp_path, "optuna", num_samples=3, extra="early_stopping: {grace_steps: 2}\n")
     searcher = searcher_of(path)
-    scheduler = PerDomainASHA("clip_direction", "max", grace_steps=2, reduction_factor=2,
-                              max_steps={"sketch": 4, "anime": 4}, on_stop=lambda trial, result: None)
-    trials = [SimpleNamespace(trial_id=f"tune-{i}", config=searcher.suggest(f"tune-{i}")) for i in range(4)]
-    for trial in trials:
-        scheduler.on_trial_add(None, trial)
+    referee = PerDomainASHA("clip_direction", "max", grace_steps=2, reduction_factor=2,
+                            max_steps={"sketch": 4, "anime": 4})
+    trials = [(f"tune-{i}", searcher.suggest(f"tune-{i}")[PACK_KEY]["members"]) for i in range(4)]
     decisions = {}
-    for trial, value in zip(trials, (0.9, 0.8, 0.1, 0.05)):  # sketch, anime, sketch, anime
+    for (trial_id, (member,)), value in zip(trials, (0.9, 0.8, 0.1, 0.05)):  # sketch, anime, sketch, anime
         result = {"step": 2, "clip_direction": value}
-        decisions[trial.trial_id] = scheduler.on_trial_result(None, trial, result)
-        if decisions[trial.trial_id] == "STOP":
-            searcher.on_trial_complete(trial.trial_id, result)  # as Tune's stop_trial does
+        searcher.on_trial_result(trial_id, result)
+        decisions[trial_id] = referee.decide(member["out_dir"], member["domain"], result, member["steps"])
+        if decisions[trial_id]:
+            searcher.on_trial_complete(trial_id, {"member": 0, "member_ended": 1})  # its last report
     # Each late trial is behind the earlier trial of its own domain only (the domains alternate).
-    assert decisions == {"tune-0": "CONTINUE", "tune-1": "CONTINUE", "tune-2": "STOP", "tune-3": "STOP"}
-    for trial, value in zip(trials[2:], (0.1, 0.05)):
-        domain = trial.config["trial"]["domain"]
-        (told,) = [t for t in searcher.domain_searcher(domain)._ot_study.trials if t.value is not None]
+    assert [bool(decisions[f"tune-{i}"]) for i in range(4)] == [False, False, True, True]
+    for (trial_id, (member,)), value in zip(trials[2:], (0.1, 0.05)):
+        (told,) = [t for t in searcher.domain_searcher(member["domain"])._ot_study.trials if t.value is not None]
         assert told.value == value
 
 

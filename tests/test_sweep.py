@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -21,7 +20,7 @@ from nada_sweep.cli import main
 from nada_sweep.sweep.load import load_sweep
 from nada_sweep.run_files import SweepFolder
 from nada_sweep.sweep import driver, space
-from nada_sweep.sweep.trainable import SPEC_KEY, TrialSpec
+from nada_sweep.sweep.packs import estimated_cost
 
 
 @pytest.mark.slow
@@ -72,18 +71,20 @@ def test_trials_start_longest_first(tmp_path):
     """)
     sweep = load_sweep(path)
     specs = [driver.trial_spec(sweep, i) for i in range(len(sweep.trials))]
-    order = [f"{s.domain}/{s.name}" for s in driver.longest_first(sweep, specs)]
+    packs = driver.plan_packs(sweep, specs)  # `full` trials (the default params): each a pack of one
+    assert [pack.index for pack in packs] == [0, 1, 2, 3]
+    order = [f"{s.domain}/{s.name}" for pack in packs for s in pack.members]
     # Layer selection (k > 0) costs more per step than k = 0, and more steps cost more.
     assert order == ["anime/k=4", "sketch/k=4", "anime/k=0", "sketch/k=0"]
 
 
 def test_estimated_cost_counts_steps_selection_and_mapper(tiny_config):
-    base = driver.estimated_cost(tiny_config.model_copy(update={"k": 0}))
-    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 0, "steps": 2 * tiny_config.steps})) == 2 * base
-    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 2})) > base
-    assert driver.estimated_cost(tiny_config.model_copy(update={"k": 2, "auto_layer_iters": 0})) == base
+    base = estimated_cost(tiny_config.model_copy(update={"k": 0}))
+    assert estimated_cost(tiny_config.model_copy(update={"k": 0, "steps": 2 * tiny_config.steps})) == 2 * base
+    assert estimated_cost(tiny_config.model_copy(update={"k": 2})) > base
+    assert estimated_cost(tiny_config.model_copy(update={"k": 2, "auto_layer_iters": 0})) == base
     with_mapper = tiny_config.model_copy(update={"k": 0, "mapper": MapperSettings()})
-    assert driver.estimated_cost(with_mapper) > base
+    assert estimated_cost(with_mapper) > base
 
 
 def test_dry_run_starts_no_ray(tmp_path, capsys, monkeypatch):
@@ -143,32 +144,23 @@ def test_expansion_is_stable_when_domains_are_added():
     assert len(after) == 3 * 2 * 3  # domains x grid cells x repeats
 
 
-def _fake_trial(trial_id: str, domain: str, steps: int = 100) -> SimpleNamespace:
-    spec = TrialSpec(index=0, domain=domain, name=trial_id, out_dir=f"/nowhere/{trial_id}", steps=steps, cpus=1,
-                     config={}, labels={})
-    return SimpleNamespace(trial_id=trial_id, config={SPEC_KEY: spec.model_dump()})
-
-
 def test_early_stopping_compares_trials_only_within_their_domain():
     pytest.importorskip("ray")
     from nada_sweep.sweep.scheduler import PerDomainASHA
 
-    stopped = []
-    scheduler = PerDomainASHA("clip_direction", "max", grace_steps=10, reduction_factor=2,
-                              max_steps={"easy": 100, "hard": 100}, on_stop=lambda t, r: stopped.append(t.trial_id))
-    easy = [_fake_trial(f"easy{i}", "easy") for i in range(3)]
-    hard = _fake_trial("hard0", "hard")
-    for trial in [*easy, hard]:
-        scheduler.on_trial_add(None, trial)
-    for trial, value in zip(easy, (0.7, 0.8, 0.9)):  # each above the median so far
-        assert scheduler.on_trial_result(None, trial, {"step": 10, "clip_direction": value}) == "CONTINUE"
+    referee = PerDomainASHA("clip_direction", "max", grace_steps=10, reduction_factor=2,
+                            max_steps={"easy": 100, "hard": 100})
+
+    def decide(member, domain, value, budget=100):
+        return referee.decide(member, domain, {"step": 10, "clip_direction": value}, budget)
+
+    for i, value in enumerate((0.7, 0.8, 0.9)):  # each above the median so far
+        assert decide(f"easy{i}", "easy", value) is None
     # Far below every easy trial, but alone in its domain: it goes on.
-    assert scheduler.on_trial_result(None, hard, {"step": 10, "clip_direction": 0.05}) == "CONTINUE"
-    late = _fake_trial("easy3", "easy")
-    scheduler.on_trial_add(None, late)
-    assert scheduler.on_trial_result(None, late, {"step": 10, "clip_direction": 0.1}) == "STOP"
-    assert stopped == ["easy3"]
-    # A trial that reached its own budget is never "stopped early".
-    last = _fake_trial("easy4", "easy", steps=10)
-    scheduler.on_trial_add(None, last)
-    assert scheduler.on_trial_result(None, last, {"step": 10, "clip_direction": 0.0}) == "CONTINUE"
+    assert decide("hard0", "hard", 0.05) is None
+    reason = decide("easy3", "easy", 0.1)
+    assert reason == "early stopping: clip_direction behind the other trials of its domain"
+    assert decide("easy3", "easy", 0.1) is None  # told again (a replayed curve): judged once per rung only
+    # A trial that reached its own budget is never "stopped early"; an evaluation without the metric is no rung.
+    assert decide("easy4", "easy", 0.0, budget=10) is None
+    assert referee.decide("easy5", "easy", {"step": 10}, 100) is None

@@ -41,7 +41,9 @@ def test_a_sweep_feeds_every_tracker_once_and_the_live_gallery(tmp_path, local_r
     from nada_sweep.report.status import sweep_status
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    path = make_sweep(tmp_path, ONE_DOMAIN, steps=4, eval_every=2, extra=TRACKERS)  # k: [0, 4]
+    # k: [0, 4], both trials in one pack: the trackers see each member as a trial of its own.
+    packed = "- {name: sketch, target: pencil sketch, params: stylespace}\n"
+    path = make_sweep(tmp_path, packed, steps=4, eval_every=2, extra=TRACKERS + "pack: 2\n")
     root = tmp_path / "results" / "tiny"
     builds, seen_while_running = [], []
     real_build = report.build_report

@@ -46,6 +46,7 @@ class PackMember:
     labels: dict[str, Any] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
     frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None
+    on_end: Callable[[RunSummary | BaseException], None] | None = None  # told as the member leaves the pack
 
 
 def pack_key(config: AdaptConfig) -> tuple:
@@ -122,6 +123,8 @@ def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException
         while live:
             for run, value in zip(live, sent, strict=True):
                 _advance(run, value, results)
+                if run.request is None and members[run.index].on_end:
+                    members[run.index].on_end(results[run.index])
             live = [run for run in live if run.request is not None]
             try:
                 sent = list(_pack_step(live)) if live else []

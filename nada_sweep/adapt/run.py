@@ -39,6 +39,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops with status 'diverged'."""
 
 
+class StopEarly(Exception):
+    """Raised by an `on_eval` callback to end the run there, finished for good with status 'stopped' (early
+    stopping: the sweep's scheduler found it behind); its message is recorded as the reason."""
+
+
 @dataclass
 class RunSummary:
     status: Status
@@ -191,7 +196,12 @@ def _train(
             progress.checkpoint(folder, adaptation)
             folder.write_status(status=Status.RUNNING, step=done, error=None)
             if on_eval:
-                on_eval(entry)
+                try:
+                    on_eval(entry)
+                except StopEarly as stop:
+                    folder.write_status(status=Status.STOPPED, step=done, error=None, best_step=progress.best_step,
+                                        reason=str(stop))
+                    return _summary_from_disk(folder)
     if config.mapper:
         _mapper_stage(config, folder, adaptation, evaluator, label)
     folder.path(run_files.STATE).unlink(missing_ok=True)

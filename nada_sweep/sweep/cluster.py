@@ -114,8 +114,8 @@ def check_cluster(sweep: ResolvedSweep) -> None:
     gpus, cpus = (*prefix, "gpus"), (*prefix, "cpus")
     if resources.gpus > 0 and available.get("GPU", 0) < resources.gpus:
         demo = "" if sweep.demo else " (or try --demo)"
-        raise UserError(f"{sweep.where(gpus)}: {field_name(gpus)}: each trial asks for {resources.gpus:g} GPU but "
+        raise UserError(f"{sweep.where(gpus)}: {field_name(gpus)}: each pack asks for {resources.gpus:g} GPU but "
                         f"the Ray cluster has {available.get('GPU', 0):g}; set it to 0 to train on CPUs{demo}")
     if available.get("CPU", 0) < resources.cpus:
-        raise UserError(f"{sweep.where(cpus)}: {field_name(cpus)}: each trial asks for {resources.cpus:g} CPUs but "
+        raise UserError(f"{sweep.where(cpus)}: {field_name(cpus)}: each pack asks for {resources.cpus:g} CPUs but "
                         f"the Ray cluster has {available.get('CPU', 0):g}; lower {field_name(cpus)}")

@@ -2,7 +2,8 @@
 that Tune stopped, the report at the end (Ray itself is started or joined by nada_sweep.sweep.cluster).
 
 Each trial runs in its own folder, results/<sweep>/trials/<domain>/<trial>/, named from the searched values so
-that a rerun finds it again. Resuming therefore needs nothing from Ray: running the same command again skips
+that a rerun finds it again; trials that can train together are grouped into packs (nada_sweep.sweep.packs), one
+Tune trial per pack, and the display and trackers see the members as trials (nada_sweep.sweep.members). Resuming therefore needs nothing from Ray: running the same command again skips
 finished trials (their recorded metrics are replayed to Tune), continues interrupted ones from their state.pt,
 and retries failed ones. Tune's own experiment state (storage) is only bookkeeping. With an adaptive search
 (optuna, hyperopt) the trials are suggested as results come in, by one searcher per domain whose state is kept
@@ -30,9 +31,10 @@ from nada_sweep.sweep import cluster
 from nada_sweep.sweep.live_report import LiveReport
 from nada_sweep.sweep.load import load_sweep
 from nada_sweep.sweep.plan import ResolvedSweep
+from nada_sweep.sweep.packs import group_packs
 from nada_sweep.sweep.progress import SweepProgress, TrialOutcome, print_plan, print_summary, say
 from nada_sweep.sweep.space import TrialPlan
-from nada_sweep.sweep.trainable import SPEC_KEY, BankSpec, TrialSpec, run_trial, spec_of
+from nada_sweep.sweep.trainable import PACK_KEY, BankSpec, PackSpec, TrialSpec, pack_of, run_pack
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -104,31 +106,21 @@ def trial_spec(sweep: ResolvedSweep, index: int, plan: TrialPlan | None = None) 
         name=plan.name,
         out_dir=str(sweep.trial_dir(plan)),
         steps=config.steps,
-        cpus=sweep.config.resources.cpus,
-        gpus=sweep.config.resources.gpus,
         config=config.model_dump(mode="json"),
         labels={"sweep": sweep.name, "domain": plan.domain, "trial": plan.name, "params": plan.params,
                 "demo": sweep.demo},
     )
 
 
-def longest_first(sweep: ResolvedSweep, specs: list[TrialSpec]) -> list[TrialSpec]:
-    """The trials' specs (in sweep.trials order) reordered by estimated cost, largest first, ties kept in order.
-
-    Tune starts trials in the order it is given them. Starting the longest first (longest-processing-time-first
-    scheduling) lets the sweep end on short trials instead of leaving workers idle while one long trial finishes.
-    """
-    costs = [estimated_cost(sweep.adapt_config(plan)) for plan in sweep.trials]
-    return [specs[i] for i in sorted(range(len(specs)), key=lambda i: -costs[i])]
+def pack_spec(sweep: ResolvedSweep, index: int, members: list[TrialSpec]) -> PackSpec:
+    resources = sweep.config.resources
+    return PackSpec(index=index, members=members, cpus=resources.cpus, gpus=resources.gpus)
 
 
-def estimated_cost(config: AdaptConfig) -> float:
-    """A trial's work in latents passed through generator and CLIP; a rough measure, used only to order trials."""
-    per_step = config.batch
-    if config.selects_layers:
-        per_step += config.auto_layer_batch * config.auto_layer_iters / config.auto_layer_every
-    mapper = config.mapper
-    return config.steps * per_step + (mapper.steps * mapper.batch if mapper else 0)
+def plan_packs(sweep: ResolvedSweep, specs: list[TrialSpec]) -> list[PackSpec]:
+    """The trials' specs (in sweep.trials order) in packs of at most sweep.pack_size, longest pack first."""
+    packs = group_packs([spec.adapt_config() for spec in specs], sweep.pack_size)
+    return [pack_spec(sweep, index, [specs[i] for i in members]) for index, members in enumerate(packs)]
 
 
 def _plan_frozen_bank(sweep: ResolvedSweep, specs: list[TrialSpec], others: list[AdaptConfig]) -> None:
@@ -143,14 +135,15 @@ def _plan_frozen_bank(sweep: ResolvedSweep, specs: list[TrialSpec], others: list
         spec.bank = BankSpec(dir=str(SweepFolder(sweep.results_root).bank), entries=size)
 
 
-def adaptive_spec(sweep: ResolvedSweep) -> Callable[[TrialPlan, int], TrialSpec]:
-    """The spec maker of an adaptive search: a suggested trial's spec, its bank sized for every trial possible."""
+def adaptive_spec(sweep: ResolvedSweep) -> Callable[[TrialPlan, int], PackSpec]:
+    """The spec maker of an adaptive search: a suggested trial as a pack of one, its bank sized for every trial
+    possible (a searcher suggests one trial at a time, so its trials are not packed)."""
     bounds = [sweep.adapt_config(plan) for plan in sweep.probe_trials()]
 
-    def make(plan: TrialPlan, index: int) -> TrialSpec:
+    def make(plan: TrialPlan, index: int) -> PackSpec:
         spec = trial_spec(sweep, index, plan)
         _plan_frozen_bank(sweep, [spec], bounds)
-        return spec
+        return pack_spec(sweep, index, [spec])
 
     return make
 
@@ -187,19 +180,18 @@ def run_sweep(
     root = sweep.results_root
     _refuse_if_locked(root)
     if not fresh:  # trials and a search already on disk must match; --fresh moves them aside (once Ray fits)
-        specs, searcher = _trial_specs(sweep)
-        _check_existing_trials(sweep, specs)
+        packs, searcher = _trial_packs(sweep)
+        _check_existing_trials(sweep, [spec for pack in packs for spec in pack.members])
     with cluster.ray_for_run(address, verbose) as release_ray:
         cluster.check_cluster(sweep)
         if fresh:
             move_aside(root, console)
-            specs, searcher = _trial_specs(sweep)
+            packs, searcher = _trial_packs(sweep)
         root.mkdir(parents=True, exist_ok=True)
         with _exclusive(root):
             started = time.monotonic()
             try:
-                _fit(sweep, longest_first(sweep, specs) if searcher is None else specs, searcher,
-                     verbose=verbose, console=console)
+                _fit(sweep, packs, searcher, verbose=verbose, console=console)
             finally:
                 release_ray()  # the report needs no Ray
             outcomes = collect_outcomes(sweep, searcher)
@@ -208,12 +200,12 @@ def run_sweep(
             return exit_code(outcomes)
 
 
-def _trial_specs(sweep: ResolvedSweep) -> tuple[list[TrialSpec], PerDomainSearch | None]:
-    """The specs of the trials to run and, for an adaptive search, its searcher (continuing a saved search)."""
+def _trial_packs(sweep: ResolvedSweep) -> tuple[list[PackSpec], PerDomainSearch | None]:
+    """The packs to run and, for an adaptive search, its searcher (continuing a saved search; packs of one)."""
     if not sweep.adaptive:
         specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
         _plan_frozen_bank(sweep, specs, [])
-        return specs, None
+        return plan_packs(sweep, specs), None
     from nada_sweep.sweep.search import STATE_FILE, PerDomainSearch
 
     make = adaptive_spec(sweep)
@@ -221,36 +213,41 @@ def _trial_specs(sweep: ResolvedSweep) -> tuple[list[TrialSpec], PerDomainSearch
     return [make(plan, index) for plan, index in searcher.suggested()], searcher
 
 
-def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch | None, *, verbose: bool,
+def _fit(sweep: ResolvedSweep, packs: list[PackSpec], searcher: PerDomainSearch | None, *, verbose: bool,
          console: Console) -> None:
-    """Run the trials on Tune: `specs` as a fixed list, or, with `searcher`, as it suggests them."""
+    """Run the packs on Tune: `packs` as a fixed list, or, with `searcher`, as it suggests them (packs of one)."""
     if not verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 the legacy output engine prints nothing
         # Tune logs advice (e.g. resume with Tuner.restore) that does not apply to this command.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     from ray import tune
 
+    from nada_sweep.sweep.members import MemberEvents
     from nada_sweep.sweep.trackers import tracker_callbacks
+
+    # Tune's own CSV, JSON and TensorBoard files per Tune trial would mix a pack's members; each member's
+    # folder and the trackers (members.MemberEvents) are the record.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
     write_resolved(sweep)
     title = f"{sweep.name}" + (" [DEMO]" if sweep.demo else "")
     progress = SweepProgress(title, sweep.trial_total, sweep.config.select_metric, console)
     live_report = LiveReport(sweep.results_root, sweep.config.report_every)
-    stopped: dict[str, int | None] = {}
     resources = sweep.config.resources
     if searcher is None:
-        param_space = {SPEC_KEY: tune.grid_search([spec.model_dump(mode="json") for spec in specs])}
+        param_space = {PACK_KEY: tune.grid_search([pack.model_dump(mode="json") for pack in packs])}
     else:
         param_space = {}  # every trial's config comes from the searcher
+    referee = _referee(sweep, packs)
+    trainable = tune.with_parameters(run_pack, referee=referee) if referee is not None else run_pack
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": resources.cpus, "gpu": resources.gpus}),
+        tune.with_resources(trainable, {"cpu": resources.cpus, "gpu": resources.gpus}),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=_scheduler(sweep, _max_steps(sweep, specs), progress, stopped),
             num_samples=1 if searcher is None else -1,  # -1: until the searcher says it has finished
             max_concurrent_trials=sweep.config.max_concurrent,
-            reuse_actors=True,  # a worker keeps its loaded generator/CLIP models for the next trial
+            reuse_actors=True,  # a worker keeps its loaded generator/CLIP models for the next pack
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
@@ -258,7 +255,8 @@ def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch
             name=time.strftime("run-%Y%m%d-%H%M%S"),
             storage_path=sweep.storage,
             failure_config=tune.FailureConfig(max_failures=sweep.config.retries),
-            callbacks=[progress, live_report, *tracker_callbacks(sweep)],
+            callbacks=[MemberEvents([progress, live_report, *tracker_callbacks(sweep)],
+                                    retried=sweep.config.retries > 0)],
             verbose=1 if verbose else 0,
         ),
     )
@@ -267,24 +265,20 @@ def _fit(sweep: ResolvedSweep, specs: list[TrialSpec], searcher: PerDomainSearch
     finally:
         progress.close()
         live_report.close()
-        _settle_statuses(progress.started - progress.errored.keys(), stopped, _early_stopping_metric(sweep))
+        _settle_statuses(progress.started - progress.errored.keys())
         _settle_lost_trials(progress.errored)
 
 
-def _settle_statuses(stopped_by_tune: set[str], stopped_early: dict[str, int | None], metric: str) -> None:
+def _settle_statuses(stopped_by_tune: set[str]) -> None:
     """Give each trial that Tune stopped (rather than one that failed) a status saying so, once all are gone.
 
-    `stopped_by_tune`: folders of the trials that ran in this run and did not fail for good. Tune stops a trial
-    by raising SystemExit inside its report call, or by ending its process; the trial may record that as a
-    failure or not at all. The driver knows better: stopped early (ASHA), or interrupted (resumable).
+    `stopped_by_tune`: folders of the trials that ran in this run and did not fail for good. Tune stops a pack
+    by raising SystemExit inside a report call, or by ending its process; a member may record that as a failure
+    or not at all. The driver knows better: interrupted (resumable). (A trial stopped early records that itself.)
     """
     for out_dir in stopped_by_tune:
         folder = RunFolder(out_dir)
-        status = folder.state()
-        if out_dir in stopped_early and status is not Status.OK:
-            folder.update_status(Status.STOPPED, None, step=stopped_early[out_dir],
-                        reason=f"early stopping: {metric} behind the other trials of its domain")
-        elif status in (Status.FAILED, Status.RUNNING):
+        if folder.state() in (Status.FAILED, Status.RUNNING):
             folder.update_status(Status.INTERRUPTED, None)
 
 
@@ -308,34 +302,23 @@ def write_resolved(sweep: ResolvedSweep) -> None:
     run_files.atomic_write(SweepFolder(sweep.results_root).resolved, lambda tmp: tmp.write_text(sweep.to_yaml()))
 
 
-def _early_stopping_metric(sweep: ResolvedSweep) -> str:
-    early = sweep.config.early_stopping
-    return (early.metric if early else None) or sweep.config.select_metric
-
-
 def _trial_name(trial: Trial) -> str:
-    spec = spec_of(trial)
-    return f"{spec.index:04d}-{spec.domain}-{spec.name}"[:120]
+    pack = pack_of(trial)
+    first, more = pack.members[0], len(pack.members) - 1
+    return f"{pack.index:04d}-{first.domain}-{first.name}{f'+{more}' if more else ''}"[:120]
 
 
-def _scheduler(sweep: ResolvedSweep, max_steps: dict[str, int], progress: SweepProgress,
-               stopped: dict[str, int | None]) -> Any:
-    """FIFO, or early stopping per domain; `stopped` collects the folders of trials stopped early."""
-    from ray.tune.schedulers import FIFOScheduler
-
+def _referee(sweep: ResolvedSweep, packs: list[PackSpec]) -> Any:
+    """The per-domain early-stopping actor every pack asks about its members (nada_sweep.sweep.scheduler), or
+    None when early stopping is off."""
     early = sweep.config.early_stopping
     if early is None:
-        return FIFOScheduler()
-    from nada_sweep.sweep.scheduler import PerDomainASHA
+        return None
+    from nada_sweep.sweep.scheduler import start_referee
 
-    metric = _early_stopping_metric(sweep)
-
-    def on_stop(trial: Trial, result: dict[str, Any]) -> None:
-        progress.mark_stopping(trial)
-        stopped[spec_of(trial).out_dir] = result.get("step")
-
-    return PerDomainASHA(metric, metric_rules.mode(metric), early.grace_steps, early.reduction_factor, max_steps,
-                         on_stop)
+    metric = early.metric or sweep.config.select_metric
+    return start_referee(metric, metric_rules.mode(metric), early.grace_steps, early.reduction_factor,
+                         _max_steps(sweep, [spec for pack in packs for spec in pack.members]))
 
 
 def _check_existing_trials(sweep: ResolvedSweep, specs: list[TrialSpec]) -> None:

@@ -244,6 +244,9 @@ def _check_search_alg(config: SweepFile, dims: list[space.SearchDim], dim_prefix
     alg = config.search_alg
     if config.search_startup is not None and alg not in ADAPTIVE_SEARCH:
         problems.add(("search_startup",), f"applies to {' and '.join(ADAPTIVE_SEARCH)} only (search_alg is {alg})")
+    if alg in ADAPTIVE_SEARCH and (config.pack or 1) > 1:
+        problems.add(("pack",), f"packs apply to search_alg grid and random; {alg} suggests one trial at a time "
+                     "from the results so far, so its trials train alone: remove pack or set pack: 1", config.pack)
     if alg == "random":
         return [dim.as_choice() for dim in dims]  # each trial draws every entry, lists included
     if alg not in ADAPTIVE_SEARCH:

@@ -15,7 +15,7 @@ from nada_sweep import metric_rules
 from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
 from nada_sweep.paths import user_path
 from nada_sweep.sweep import space
-from nada_sweep.sweep.schema import ADAPTIVE_SEARCH, DEMO_LR_BY_PARAMS, SweepFile
+from nada_sweep.sweep.schema import ADAPTIVE_SEARCH, DEFAULT_PACK, DEMO_LR_BY_PARAMS, SweepFile
 from nada_sweep.sweep.yaml_doc import YamlDoc
 
 
@@ -93,6 +93,16 @@ class ResolvedSweep:
     def adaptive(self) -> bool:
         """Whether a searcher per domain picks the trials as results come in (their list is not known ahead)."""
         return self.config.search_alg in ADAPTIVE_SEARCH
+
+    @property
+    def pack_size(self) -> int:
+        """Most trials per pack: `pack` as given, else DEFAULT_PACK for where packs train (1 with an adaptive
+        search, which suggests one trial at a time)."""
+        if self.config.pack is not None:
+            return self.config.pack
+        if self.adaptive:
+            return 1
+        return DEFAULT_PACK["gpu" if self.config.resources.gpus > 0 else "cpu"]
 
     @property
     def trial_total(self) -> int:
@@ -180,6 +190,7 @@ class ResolvedSweep:
                                                               if self.mlflow_uri else {}),
             "report_every": self.config.report_every,
             "early_stopping": self.config.early_stopping.model_dump() if self.config.early_stopping else None,
+            "pack": self.pack_size,
             "resources": self.config.resources.model_dump(),
             "max_concurrent": self.config.max_concurrent,
             "retries": self.config.retries,

@@ -3,7 +3,7 @@ by a Tune callback in the driver), the closing summary.
 
 Tune ignores custom progress reporters in recent versions; a `tune.Callback` sees every trial event in the
 driver process, which is all a display needs. On a terminal it draws a live table; elsewhere (CI logs, files)
-it prints one line per event.
+it prints one line per event. Its trials are the members of the packs (nada_sweep.sweep.members).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status, SweepFolder
+from nada_sweep.sweep.packs import alone_reason, group_packs
 from nada_sweep.sweep.plan import ResolvedSweep
 from nada_sweep.sweep.trackers import describe as describe_trackers
 from nada_sweep.sweep.trainable import spec_of
@@ -79,7 +80,6 @@ class SweepProgress(Callback):
         self.started: set[str] = set()  # out_dir of each trial started in this run
         # out_dir -> Tune's last error, of each trial that failed for good (no retry left)
         self.errored: dict[str, str | None] = {}
-        self._stopping: set[str] = set()
         self._started = time.monotonic()
         use_live = console.is_terminal if live is None else live
         self._live = Live(self._render(), console=console, refresh_per_second=2, transient=False) if use_live else None
@@ -114,7 +114,7 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         row = self.running.pop(trial.trial_id, None)
         domain, name = describe(trial)
-        if trial.trial_id in self._stopping:
+        if RunFolder(spec_of(trial).out_dir).state() is Status.STOPPED:  # the trial recorded it itself
             self.stopped += 1
             self._log(f"stopped {domain}/{name} early at step {row.step if row else '?'} (behind its domain)")
         else:
@@ -144,10 +144,6 @@ class SweepProgress(Callback):
         self.close()
 
     # -- driver side ----------------------------------------------------------------------------------------
-
-    def mark_stopping(self, trial: Trial) -> None:
-        """The scheduler is stopping this trial early (so its completion is not a normal finish)."""
-        self._stopping.add(trial.trial_id)
 
     def close(self) -> None:
         if self._live:
@@ -200,10 +196,14 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
         table.add_column("done", justify="right")
     # An adaptive search's trials are not known before it runs: its bounds stand in for the steps column.
     trials = sweep.probe_trials() if sweep.adaptive else sweep.trials
+    packs = group_packs([sweep.adapt_config(trial) for trial in sweep.trials], sweep.pack_size)
+    pack_of = {index: number for number, members in enumerate(packs) if len(members) > 1 for index in members}
     by_domain: dict[str, list[str]] = {}
-    for trial in sweep.trials:
-        # each trial's lr: searched, given, or its parametrization's (lr_by_params)
-        by_domain.setdefault(trial.domain, []).append(f"{trial.name} (lr {sweep.adapt_config(trial).lr:g})")
+    for index, trial in enumerate(sweep.trials):
+        # each trial's lr: searched, given, or its parametrization's (lr_by_params); its pack when it has one
+        shown = f"{trial.name} (lr {sweep.adapt_config(trial).lr:g}"
+        shown += f", pack {pack_of[index]})" if index in pack_of else ")"
+        by_domain.setdefault(trial.domain, []).append(shown)
     for domain in sweep.domains:
         target = domain.target if domain.target is not None else f"images in {domain.target_images}"
         steps = sorted({sweep.adapt_config(t).steps for t in trials if t.domain == domain.name})
@@ -219,9 +219,10 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     say(console, Text(_search_line(sweep)))
+    say(console, Text(_packs_line(sweep, packs)))
     gpus = config.resources.gpus
     say(console, Text(
-        f"each trial: {config.resources.cpus:g} CPU, {gpus:g} GPU" + ("" if gpus else " (runs on CPU)")
+        f"each pack: {config.resources.cpus:g} CPU, {gpus:g} GPU" + ("" if gpus else " (runs on CPU)")
         + (f"; at most {config.max_concurrent} at once" if config.max_concurrent else "")
         + (f"; retries {config.retries}" if config.retries else "")
         + ("; early stopping per domain (ASHA on "
@@ -253,6 +254,23 @@ def _search_line(sweep: ResolvedSweep) -> str:
         return f"{sweep.trial_total} trials = {domains} domains x {config.num_samples} random draws ({searched})"
     repeats = f" x {config.num_samples} repeats" if config.num_samples > 1 else ""
     return f"{sweep.trial_total} trials = {domains} domains x {sweep.trial_total // domains} ({searched}){repeats}"
+
+
+def _packs_line(sweep: ResolvedSweep, packs: list[list[int]]) -> str:
+    """How the trials are packed: packs of several trials (numbered as in the table), trials alone and why."""
+    if sweep.adaptive:
+        return f"packs: none, every trial trains alone ({sweep.config.search_alg} suggests one trial at a time)"
+    size = sweep.pack_size
+    if size == 1:
+        return "packs: none, every trial trains alone (pack: 1)"
+    together = [members for members in packs if len(members) > 1]
+    alone = [members[0] for members in packs if len(members) == 1]
+    line = (f"packs: {len(packs)} for {len(sweep.trials)} trials, at most {size} trials each; "
+            f"{sum(map(len, together))} trials in {len(together)} pack{'s' * (len(together) != 1)} trained together")
+    reasons = {reason for index in alone if (reason := alone_reason(sweep.adapt_config(sweep.trials[index])))}
+    if alone:
+        line += f", {len(alone)} alone" + (f" ({'; '.join(sorted(reasons))})" if reasons else "")
+    return line
 
 
 def _missing_clip_files(sweep: ResolvedSweep) -> list[str]:

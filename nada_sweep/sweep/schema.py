@@ -69,13 +69,13 @@ TrainOverrides = _overrides_model("TrainOverrides")
 
 
 class Resources(BaseModel):
-    """What one trial reserves on the Ray cluster."""
+    """What one pack (one trial when they are not packed) reserves on the Ray cluster."""
 
     model_config = _STRICT
 
-    cpus: float = Field(1, gt=0, description="CPU cores per trial (torch uses this many threads)")
+    cpus: float = Field(1, gt=0, description="CPU cores per pack (torch uses this many threads)")
     gpus: float = Field(
-        0, ge=0, description="GPUs per trial, at most 1; a fraction (0.5) lets several trials share one GPU "
+        0, ge=0, description="GPUs per pack, at most 1; a fraction (0.5) lets several packs share one GPU "
         "(each capped at its share of the GPU's memory); 0 = CPU only"
     )
 
@@ -83,8 +83,8 @@ class Resources(BaseModel):
     @classmethod
     def _one_at_most(cls, value: float) -> float:
         if value > 1:
-            raise ValueError("at most 1: a trial trains on one GPU, so more would sit idle; run more trials at "
-                             "once instead (a fraction such as 0.5 shares a GPU between trials)")
+            raise ValueError("at most 1: a pack trains on one GPU, so more would sit idle; run more packs at "
+                             "once instead (a fraction such as 0.5 shares a GPU between packs)")
         return value
 
 
@@ -97,6 +97,10 @@ class EarlyStopping(BaseModel):
     grace_steps: int = Field(100, gt=0, description="no trial is stopped before this many steps")
     reduction_factor: float = Field(3, gt=1, description="keep the best 1/reduction_factor of trials at each rung")
 
+
+# Most trials per pack when the sweep file sets no `pack`, by where the packs train (resources.gpus > 0: "gpu").
+# Change it here when measurements say otherwise (benchmarks/pack_throughput.py, the demo's time in README).
+DEFAULT_PACK: dict[str, int] = {"cpu": 8, "gpu": 4}
 
 SearchAlg = Literal["grid", "random", "optuna", "hyperopt"]
 ADAPTIVE_SEARCH = ("optuna", "hyperopt")  # searchers that learn from finished trials (one per domain)
@@ -178,7 +182,7 @@ class DemoSettings(BaseModel):
     search: dict[str, Any] | None = Field(
         None, description="search entries that replace the sweep's entries of the same setting in --demo"
     )
-    resources: Resources = Field(default_factory=Resources, description="resources per trial in --demo")
+    resources: Resources = Field(default_factory=Resources, description="resources per pack in --demo")
     lr_by_params: LrTable = Field(default_factory=dict, description=f"{LR_TABLE_HELP} in --demo: {DEMO_LR_BY_PARAMS}")
 
     _shorthand = field_validator("clip", mode="before")(_clip_list)
@@ -219,11 +223,18 @@ class SweepFile(BaseModel):
         10, ge=0, description="rebuild the gallery every this many finished trials while running (0: only at the end)"
     )
     early_stopping: EarlyStopping | None = Field(None, description="per-domain ASHA early stopping (off when absent)")
-    resources: Resources = Field(default_factory=Resources, description="resources reserved per trial")
-    max_concurrent: int | None = Field(
-        None, ge=1, description="most trials running at once (default: as many as the resources allow)"
+    pack: int | None = Field(
+        None, ge=1, description="most trials trained together as one pack, in one process and one batched step "
+        f"(1: each trial alone); default {DEFAULT_PACK['cpu']} on CPUs, {DEFAULT_PACK['gpu']} on GPUs, 1 with an "
+        "adaptive search_alg",
     )
-    retries: int = Field(0, ge=0, description="times a failed trial is retried (it continues from its checkpoint)")
+    resources: Resources = Field(default_factory=Resources, description="resources reserved per pack")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="most packs running at once (default: as many as the resources allow)"
+    )
+    retries: int = Field(
+        0, ge=0, description="times a pack with a failed member is retried (its unfinished members continue from their "
+        "checkpoints)")
     storage: str | None = Field(
         None, description="where Ray Tune keeps its experiment state: a path or s3://... (default: inside results)"
     )

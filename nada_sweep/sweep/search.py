@@ -28,7 +28,7 @@ from nada_sweep.errors import UserError
 from nada_sweep.run_files import RunFolder
 from nada_sweep.sweep import space
 from nada_sweep.sweep.plan import ResolvedSweep
-from nada_sweep.sweep.trainable import SPEC_KEY, TrialSpec
+from nada_sweep.sweep.trainable import PACK_KEY, PackSpec
 
 STATE_FILE = "search.pkl"  # in the sweep's results folder
 _FORMAT = 1
@@ -122,13 +122,14 @@ def _restored(searcher: Searcher, data: bytes) -> Searcher:
 
 
 class PerDomainSearch(Searcher):
-    """Routes Tune's suggestions and results per domain; `make_spec(plan, index)` builds a trial's spec.
+    """Routes Tune's suggestions and results per domain; `make_spec(plan, index)` builds a trial's spec (a pack
+    of one: each suggestion is one trial).
 
     `state_file`: where the state is kept between runs (None: nowhere, e.g. in tests); an existing one is
     continued, and refused (UserError) when it was made with other search settings.
     """
 
-    def __init__(self, sweep: ResolvedSweep, make_spec: Callable[[space.TrialPlan, int], TrialSpec],
+    def __init__(self, sweep: ResolvedSweep, make_spec: Callable[[space.TrialPlan, int], PackSpec],
                  state_file: Path | None = None) -> None:
         # No metric for Tune itself: it would then demand it of every result, replayed and failed ones included.
         super().__init__()
@@ -185,7 +186,7 @@ class PerDomainSearch(Searcher):
             self._persist()
         self._live[trial_id] = (domain, trial.seq)
         spec = self._make_spec(trial.plan(domain), trial.index)
-        return {SPEC_KEY: spec.model_dump(mode="json")}
+        return {PACK_KEY: spec.model_dump(mode="json")}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         value = result.get(self._metric_name)

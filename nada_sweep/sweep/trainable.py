@@ -1,13 +1,18 @@
-"""What runs inside a Ray worker: one trial, from its typed spec to `run_adaptation`, reporting to Tune.
+"""What runs inside a Ray worker: one pack of trials (a single trial is a pack of one), from typed specs to
+`run_adaptation` (one member) or `train_pack` (several), reporting each member's evaluations to Tune.
 
-The spec travels as plain data in the Tune config (it must survive Tune's experiment state and a restore);
-`TrialSpec` is its one definition, read by the trainable, the scheduler and the display alike.
+The specs travel as plain data in the Tune config (they must survive Tune's experiment state and a restore);
+`TrialSpec` (one trial) and `PackSpec` (one Tune trial: its members and resources) are their one definition,
+read by the trainable, the driver and the display alike. Every report carries MEMBER, the member's place in its
+pack; a member that leaves its pack reports MEMBER_ENDED once (nada_sweep.sweep.members turns these reports into
+per-trial events for the display and the trackers).
 """
 
 from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -17,9 +22,13 @@ from nada_sweep.run_files import RunFolder, Status
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from nada_sweep.adapt.pack import PackMember
     from nada_sweep.adapt.settings import AdaptConfig
 
-SPEC_KEY = "trial"  # the Tune config entry holding the spec
+SPEC_KEY = "trial"  # a member's TrialSpec, in the config of the stand-in trial the display sees for it
+PACK_KEY = "pack"  # the Tune config entry holding a Tune trial's PackSpec
+MEMBER = "member"  # in each report: the reporting member's place in its pack
+MEMBER_ENDED = "member_ended"  # reported once by a member leaving its pack (its folder says how it ended)
 
 
 class BankSpec(BaseModel):
@@ -39,8 +48,6 @@ class TrialSpec(BaseModel):
     name: str
     out_dir: str  # the trial's run folder
     steps: int
-    cpus: float
-    gpus: float = 0  # what Ray reserves for it; > 0 means the trial must train on CUDA
     config: dict[str, Any]  # AdaptConfig, dumped as JSON data
     labels: dict[str, Any]  # written into config.json for the report
     bank: BankSpec | None = None
@@ -51,9 +58,25 @@ class TrialSpec(BaseModel):
         return AdaptConfig.model_validate(self.config)
 
 
+class PackSpec(BaseModel):
+    """One Tune trial: the trials one worker trains together, and what it reserves for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int  # position in the sweep's pack list (Tune's trial folders are named by it)
+    members: list[TrialSpec]
+    cpus: float
+    gpus: float = 0  # > 0 means the pack must train on CUDA
+
+
 def spec_of(trial: Trial) -> TrialSpec:
-    """The spec of a Tune trial (driver side: scheduler, display)."""
+    """The spec of a trial as the display sees it (a pack member's stand-in, nada_sweep.sweep.members)."""
     return TrialSpec.model_validate(trial.config[SPEC_KEY])
+
+
+def pack_of(trial: Trial) -> PackSpec:
+    """The spec of a Tune trial (driver side)."""
+    return PackSpec.model_validate(trial.config[PACK_KEY])
 
 
 def _reportable(entry: dict[str, Any]) -> dict[str, Any]:
@@ -61,49 +84,122 @@ def _reportable(entry: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in entry.items() if isinstance(value, (int, float)) and value is not None}
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """The Tune trainable: one adaptation, reporting every evaluation to Tune."""
+def run_pack(config: dict[str, Any], referee: Any = None) -> None:
+    """The Tune trainable: train the pack's unfinished members, replay the finished ones' metrics, report every
+    evaluation. `referee`: the early-stopping actor (nada_sweep.sweep.scheduler.PerDomainASHA), None when off.
+
+    Raises, once every member has ended, when a member failed or diverged, so that Tune retries the pack (its
+    finished members are then only replayed) or records it failed.
+    """
     import torch
-    from ray import tune
 
     from nada_sweep import devices
-    from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
 
-    spec = TrialSpec.model_validate(config[SPEC_KEY])
-    folder = RunFolder(spec.out_dir)
-    if spec.gpus > 0:
+    pack = PackSpec.model_validate(config[PACK_KEY])
+    if pack.gpus > 0:
         devices.use_expandable_segments()
     else:
-        # A trial without a GPU must not touch one, whatever Ray's defaults for CUDA_VISIBLE_DEVICES.
+        # A pack without a GPU must not touch one, whatever Ray's defaults for CUDA_VISIBLE_DEVICES.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    torch.set_num_threads(max(1, int(spec.cpus)))
+    torch.set_num_threads(max(1, int(pack.cpus)))
 
-    state = folder.state()
-    if state.done:
-        for entry in folder.history():  # replayed so Tune, ASHA and the display see the finished curve
-            tune.report(_reportable(entry))
-        return
-    if state is Status.DIVERGED:
-        raise TrainingDiverged((folder.status() or {}).get("error") or "the loss became NaN or infinite")
-
-    adapt = spec.adapt_config()
+    members = []
+    for position, spec in enumerate(pack.members):
+        on_eval, on_end = _member_hooks(position, spec, referee)
+        folder = RunFolder(spec.out_dir)
+        if folder.state().done or folder.state() is Status.DIVERGED:  # never trained again
+            for entry in folder.history():  # replayed so Tune, the display and early stopping see its curve
+                on_eval(entry, replay=True)
+            on_end(None)
+        else:
+            members.append(_member(spec, on_eval, on_end))
     try:
-        if spec.gpus > 0:
-            devices.claim_gpu_share(spec.gpus)  # refuses to train on the CPU while holding a GPU
-        run_adaptation(adapt, folder.root, on_eval=lambda entry: tune.report(_reportable(entry)),
-                       labels=spec.labels, frozen_side=_frozen_side(spec, adapt))
+        if pack.gpus > 0:
+            devices.claim_gpu_share(pack.gpus)  # refuses to train on the CPU while holding a GPU
+        errors = _train(members)
     except BaseException as error:
-        if isinstance(error, Exception) and not folder.state().failed:  # the trainer records its own
-            folder.update_status(Status.FAILED, f"{type(error).__name__}: {error}")
-        # The traceback's frames hold the run's models and optimiser; a reused worker must not keep them.
+        if isinstance(error, Exception):  # e.g. no usable GPU: every member that was to train records it
+            for member in members:
+                folder = RunFolder(member.out_dir)
+                if not (folder.state().failed or folder.state().done):
+                    folder.update_status(Status.FAILED, f"{type(error).__name__}: {error}")
+        # The traceback's frames hold the pack's models and optimisers; a reused worker must not keep them.
         traceback.clear_frames(error.__traceback__)
         raise
     finally:
         devices.release_gpu_memory()
+    _raise_for_failed_members(pack, errors)
 
 
-def _frozen_side(spec: TrialSpec, adapt: AdaptConfig) -> Any:
-    """The shared frozen bank for this trial; none (live frozen side every step) for faithful runs."""
+def _member(spec: TrialSpec, on_eval: Callable, on_end: Callable) -> PackMember:
     from nada_sweep.adapt.bank import bank_frozen_side
+    from nada_sweep.adapt.pack import PackMember
 
-    return bank_frozen_side(spec.bank.dir, spec.bank.entries) if spec.bank and not adapt.faithful else None
+    adapt = spec.adapt_config()
+    # The shared frozen bank; none (the live frozen side every step) for faithful runs.
+    frozen = bank_frozen_side(spec.bank.dir, spec.bank.entries) if spec.bank and not adapt.faithful else None
+    return PackMember(adapt, spec.out_dir, labels=spec.labels, on_eval=on_eval, frozen_side=frozen, on_end=on_end)
+
+
+def _member_hooks(position: int, spec: TrialSpec, referee: Any) -> tuple[Callable, Callable]:
+    """The member's on_eval (report to Tune, then ask the referee whether to stop early) and on_end."""
+    import ray
+    from ray import tune
+
+    from nada_sweep.adapt.run import StopEarly
+
+    def on_eval(entry: dict[str, Any], replay: bool = False) -> None:
+        result = {**_reportable(entry), MEMBER: position}
+        tune.report(result)
+        if referee is not None:
+            reason = ray.get(referee.decide.remote(spec.out_dir, spec.domain, result, spec.steps))
+            if reason and not replay:
+                raise StopEarly(reason)  # the run records itself as stopped and leaves its pack
+
+    def on_end(result: Any) -> None:
+        tune.report({MEMBER: position, MEMBER_ENDED: 1})
+
+    return on_eval, on_end
+
+
+def _train(members: list[PackMember]) -> list[BaseException]:
+    """Train `members` (one alone, exactly as before packs; several as one pack); the errors that ended some,
+    each also in its member's folder."""
+    from nada_sweep.adapt.pack import train_pack
+    from nada_sweep.adapt.run import run_adaptation
+
+    if len(members) != 1:
+        results = train_pack(members) if members else []
+    else:
+        (member,) = members
+        try:
+            results = [run_adaptation(member.config, member.out_dir, on_eval=member.on_eval, labels=member.labels,
+                                      frozen_side=member.frozen_side)]
+        except Exception as error:  # the pack raises it once it has ended
+            results = [error]
+        member.on_end(results[0])
+    errors = []
+    for member, result in zip(members, results, strict=True):
+        if isinstance(result, BaseException):
+            errors.append(result)
+            folder = RunFolder(member.out_dir)
+            if not folder.state().failed:  # refused before the run could record it (e.g. its folder)
+                folder.update_status(Status.FAILED, f"{type(result).__name__}: {result}")
+    return errors
+
+
+class MembersFailed(RuntimeError):
+    """Some members of a pack failed or diverged (each folder's status.json says how); the others ended."""
+
+
+def _raise_for_failed_members(pack: PackSpec, errors: list[BaseException]) -> None:
+    failed = [(spec, RunFolder(spec.out_dir)) for spec in pack.members if RunFolder(spec.out_dir).state().failed]
+    if not failed:
+        return
+    lines = "; ".join(f"{spec.domain}/{spec.name} {folder.state()}: {(folder.status() or {}).get('error')}"
+                      for spec, folder in failed)
+    error = MembersFailed(f"{len(failed)} of {len(pack.members)} members of the pack did not finish: {lines}")
+    cause = errors[0] if errors else None
+    if cause is not None:
+        traceback.clear_frames(cause.__traceback__)
+    raise error from cause

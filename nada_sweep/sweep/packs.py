@@ -1,0 +1,59 @@
+"""The sweep's trials grouped into packs, the trials one Ray worker trains together (nada_sweep.adapt.pack).
+
+Trials share a pack when nada_sweep.adapt.pack.pack_key lets them (one generator, the same guiding CLIP models,
+device and precision; a parametrization it can batch) and their frozen side comes as one W+ per step (the
+sweep's shared bank, or no style mixing); any other trial is a pack of one, trained alone exactly as before
+packs existed. Within one key the trials are taken in the sweep's order, domain by domain, so a domain's trials
+share packs: they train side by side and reach each early-stopping rung in the same pack step, and a domain's
+results arrive together in the gallery. Packs then start longest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nada_sweep.adapt.settings import AdaptConfig
+
+_LIVE_MIXING = "faithful trials with style mixing draw their crossover per render (the live frozen side)"
+
+
+def alone_reason(config: AdaptConfig) -> str | None:
+    """Why this trial cannot share a pack, or None."""
+    from nada_sweep.adapt.pack import pack_key, pack_problem
+
+    if config.faithful and config.mixing > 0:
+        return _LIVE_MIXING
+    return pack_problem([config]) if pack_key(config) is None else None
+
+
+def group_packs(configs: Sequence[AdaptConfig], size: int) -> list[list[int]]:
+    """Indices of `configs` (the sweep's trials in order) in packs of at most `size`, longest pack first."""
+    from nada_sweep.adapt.pack import pack_key
+
+    groups: dict[object, list[int]] = {}
+    packs: list[list[int]] = []
+    for index, config in enumerate(configs):
+        if size == 1 or alone_reason(config):
+            packs.append([index])
+            continue
+        group = groups.setdefault(pack_key(config), [])
+        group.append(index)
+        if len(group) == size:
+            packs.append(groups.pop(pack_key(config)))
+    packs += groups.values()
+    costs = [estimated_cost(config) for config in configs]
+    order = sorted(range(len(packs)), key=lambda i: (-sum(costs[j] for j in packs[i]), packs[i][0]))
+    return [packs[i] for i in order]
+
+
+def estimated_cost(config: AdaptConfig) -> float:
+    """A trial's work in latents passed through generator and CLIP; a rough measure, used only to order packs.
+
+    Tune starts trials in the order it is given them. Starting the longest first (longest-processing-time-first
+    scheduling) lets the sweep end on short ones instead of leaving workers idle while one long pack finishes.
+    """
+    per_step = config.batch
+    if config.selects_layers:
+        per_step += config.auto_layer_batch * config.auto_layer_iters / config.auto_layer_every
+    mapper = config.mapper
+    return config.steps * per_step + (mapper.steps * mapper.batch if mapper else 0)
