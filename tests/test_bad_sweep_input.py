@@ -152,7 +152,7 @@ def test_adapt_refuses_a_non_finite_lr_before_writing_anything(tmp_path, capsys)
     out = tmp_path / "run"
     message = refused(capsys, tmp_path, "adapt", "--generator", "builtin:tiny", "--clip", "builtin:tiny",
                       "--target", "sketch", "--lr", "inf", "--out", str(out))
-    assert message == "command line: lr: Input should be a finite number (got inf)"
+    assert message == "command line: --lr: Input should be a finite number (got inf)"
     assert not out.exists()
 
 
