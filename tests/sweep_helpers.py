@@ -61,3 +61,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 240, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def write_undecodable_png(path: Path) -> None:
+    """A PNG whose chunks and checksums are sound (so `validate` accepts it) but whose pixel data is not zlib:
+    it fails only when a trial decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)  # 8x8, 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"not zlib data" * 4)
+                     + chunk(b"IEND", b""))

@@ -489,7 +489,7 @@ def test_demo_gpus_the_cluster_lacks_are_named_where_set_and_nothing_is_written(
     sweep = SWEEP + "demo:\n  resources: {gpus: 1}\n"
     path = write(tmp_path, sweep)
     message = refused(capsys, tmp_path, "run", str(path), "--demo")
-    assert message.startswith(f"{path}:9: demo.resources.gpus: each trial asks for 1 GPU but the Ray cluster has")
+    assert message.startswith(f"{path}:9: demo.resources.gpus: each pack asks for 1 GPU but the Ray cluster has")
     assert "--demo" not in message and "set it to 0" in message
     assert not (tmp_path / "results").exists()
 
@@ -500,5 +500,5 @@ def test_fresh_refused_for_its_resources_moves_nothing_aside(tmp_path, capsys, l
     (tmp_path / "results" / "test" / "trials").mkdir(parents=True)
     (tmp_path / "results" / "test" / "trials" / "kept.txt").write_text("an earlier run's results")
     message = refused(capsys, tmp_path, "run", str(path), "--fresh")
-    assert message.startswith(f"{path}:8: resources.gpus: each trial asks for 1 GPU") and "--demo" in message
+    assert message.startswith(f"{path}:8: resources.gpus: each pack asks for 1 GPU") and "--demo" in message
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["test"]

@@ -66,8 +66,15 @@ def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
         _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
 
 
+def test_full_members_with_layer_selection_are_refused(tiny_config, tmp_path):
+    configs = _members(tiny_config, "full", k=2, auto_layer_batch=2, auto_layer_iters=2)
+    with pytest.raises(UserError, match="adaptive layer selection"):
+        train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("params", ["stylespace", "full"])
+@pytest.mark.parametrize("params", ["stylespace"])
 def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path, params):
     # k > 0: each member searches W+ for its own layers (with its own RNG stream) and trains only those.
     configs = _members(tiny_config, params, k=2, auto_layer_batch=2, auto_layer_iters=2)

@@ -12,7 +12,7 @@ import os
 
 import pytest
 from rich.console import Console
-from sweep_helpers import make_sweep, statuses
+from sweep_helpers import make_sweep, statuses, write_undecodable_png
 
 from nada_sweep import run_files
 from nada_sweep.adapt.settings import MapperSettings
@@ -27,7 +27,7 @@ from nada_sweep.sweep.packs import estimated_cost
 def test_sweep_runs_every_trial_and_reports_a_failing_one(tmp_path, capsys, local_ray):
     broken = tmp_path / "broken_style"
     broken.mkdir()
-    (broken / "style.png").write_bytes(b"not a png at all")  # passes validation, fails when the trial reads it
+    write_undecodable_png(broken / "style.png")  # passes validation, fails when the trial decodes it
     path = make_sweep(tmp_path, """\
         - {name: sketch, target: pencil sketch}
         - {name: anime, target: anime painting}

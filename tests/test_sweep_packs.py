@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sweep_helpers import make_sweep, status, statuses, wait_for
+from sweep_helpers import make_sweep, status, statuses, wait_for, write_undecodable_png
 from test_faults import CLI, end_session, lock_owner, snapshot
 
 from nada_sweep.cli import main
@@ -45,8 +45,8 @@ def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     # The two light trials share a pack (numbered as its Tune trial folder is); the full trials train alone.
     assert out.count("params=stylespace (lr 0.05, pack 0)") == 2
     assert out.count("params=full (lr 0.002),") == 2
-    assert ("packs: 3 for 4 trials, at most 3 trials each; 2 trials in 1 pack trained together, 2 alone ('full' "
-            "runs train their own convolution weights and cannot share a pack)") in out
+    assert ("packs: 3 for 4 trials, at most 3 trials each; 2 trials in 1 pack trained together, 2 alone (full "
+            "trials train alone in the sweep: packed full members are not yet equal to alone runs with k > 0)") in out
     assert "each pack: 1 CPU" in out
 
     path.write_text(path.read_text().replace("pack: 3", "pack: 1"))
@@ -167,7 +167,7 @@ def test_packed_members_equal_the_same_trials_unpacked(tmp_path, local_ray):
 def test_a_member_failing_or_diverging_leaves_its_pack_and_the_others_finish(tmp_path, capsys, local_ray):
     broken = tmp_path / "broken_style"
     broken.mkdir()
-    (broken / "style.png").write_bytes(b"not a png at all")  # passes validation, fails when the member reads it
+    write_undecodable_png(broken / "style.png")  # passes validation, fails when the member decodes it
     path = make_sweep(tmp_path, """\
         - {name: sketch, target: pencil sketch, params: stylespace}
         - {name: broken, target: painting, target_images: broken_style, params: stylespace}

@@ -15,14 +15,20 @@ from collections.abc import Sequence
 from nada_sweep.adapt.settings import AdaptConfig
 
 _LIVE_MIXING = "faithful trials with style mixing draw their crossover per render (the live frozen side)"
+# adapt.pack can train full members together, but with layer selection their weights match alone runs only to
+# ~3e-3 (Adam's first step on a newly chosen layer) and on CPU they are not faster yet: the sweep keeps them alone.
+_FULL = "full trials train alone in the sweep: packed full members are not yet equal to alone runs with k > 0"
 
 
 def alone_reason(config: AdaptConfig) -> str | None:
     """Why this trial cannot share a pack, or None."""
     from nada_sweep.adapt.pack import pack_key, pack_problem
+    from nada_sweep.adapt.params import Full
 
     if config.faithful and config.mixing > 0:
         return _LIVE_MIXING
+    if config.params == Full.name:
+        return _FULL
     return pack_problem([config]) if pack_key(config) is None else None
 
 
