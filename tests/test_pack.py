@@ -74,24 +74,20 @@ def test_full_members_with_layer_selection_are_refused(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", ["stylespace"])
-def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path, params):
+def test_members_choose_their_own_layers_on_the_live_frozen_side(tiny_config, tmp_path):
     # k > 0: each member searches W+ for its own layers (with its own RNG stream) and trains only those.
-    configs = _members(tiny_config, params, k=2, auto_layer_batch=2, auto_layer_iters=2)
+    configs = _members(tiny_config, "stylespace", k=2, auto_layer_batch=2, auto_layer_iters=2)
     for i, config in enumerate(configs):
         run_adaptation(config, tmp_path / f"alone{i}")
     train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
     source = load_generator("builtin:tiny", torch.device("cpu")).generator.state_dict()
     for i in range(len(configs)):
-        # Full: Adam's first update of a layer chosen for the first time is about lr * sign(g) per weight, so a
-        # weight whose gradient is near 0 turns float rounding (batched against alone) into up to ~1e-3.
-        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}", 1e-2 if params == "full" else TOLERANCE)
+        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}", TOLERANCE)
         trained = [{key for key, value in torch.load(tmp_path / f"{run}{i}" / GENERATOR, weights_only=True)[
             "g_ema"].items() if not torch.equal(value, source[key])} for run in ("alone", "packed")]
         assert trained[0] == trained[1] and trained[0]  # the same layers chosen and trained
-    if params == "stylespace":
-        offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
-        assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
+    offsets = torch.load(tmp_path / "packed0" / DOMAIN, weights_only=True)["offsets"]
+    assert any(v.abs().max() == 0 for v in offsets.values())  # some layers were not chosen
 
 
 def test_a_diverging_member_leaves_the_pack_and_the_others_finish(tiny_config, tmp_path):

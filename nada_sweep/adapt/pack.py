@@ -31,7 +31,7 @@ from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide
 from nada_sweep.adapt.pack_render import render_full_packed
 from nada_sweep.adapt.params import Full, render_packed
 from nada_sweep.adapt.run import RunSteps, RunSummary, StepRequest, run_steps
-from nada_sweep.adapt.settings import AdaptConfig, layer_selection_on
+from nada_sweep.adapt.settings import AdaptConfig
 from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
 from nada_sweep.models.checkpoints import load_generator
@@ -62,8 +62,7 @@ def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
     """Why these runs cannot form one pack, or None."""
     # Measured: with layer selection a packed full member's metrics drift from the run alone by ~1e-3 (Adam's
     # sign-like first step on a newly chosen layer amplifies float rounding), past the pack's 1e-4 promise.
-    if any(config.params == Full.name and layer_selection_on(config.k, config.auto_layer_iters) and len(configs) > 1
-           for config in configs):
+    if len(configs) > 1 and any(config.params == Full.name and config.selects_layers for config in configs):
         return f"{Full.name!r} runs with adaptive layer selection (k > 0) train alone"
     if len({config.params == Full.name for config in configs}) > 1:
         return f"{Full.name!r} runs train their own convolution weights and pack apart from light ones"

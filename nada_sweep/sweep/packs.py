@@ -1,7 +1,7 @@
 """The sweep's trials grouped into packs, the trials one Ray worker trains together (nada_sweep.adapt.pack).
 
 Trials share a pack when nada_sweep.adapt.pack.pack_key lets them (one generator, the same guiding CLIP models,
-device and precision; a parametrization it can batch) and their frozen side comes as one W+ per step (the
+device and precision; a light parametrization: the sweep trains `full` trials alone) and their frozen side comes as one W+ per step (the
 sweep's shared bank, or no style mixing); any other trial is a pack of one, trained alone exactly as before
 packs existed. Within one key the trials are taken in the sweep's order, domain by domain, so a domain's trials
 share packs: they train side by side and reach each early-stopping rung in the same pack step, and a domain's
@@ -22,14 +22,11 @@ _FULL = "full trials train alone in the sweep: packed full members are not yet e
 
 def alone_reason(config: AdaptConfig) -> str | None:
     """Why this trial cannot share a pack, or None."""
-    from nada_sweep.adapt.pack import pack_key, pack_problem
     from nada_sweep.adapt.params import Full
 
     if config.faithful and config.mixing > 0:
         return _LIVE_MIXING
-    if config.params == Full.name:
-        return _FULL
-    return pack_problem([config]) if pack_key(config) is None else None
+    return _FULL if config.params == Full.name else None
 
 
 def group_packs(configs: Sequence[AdaptConfig], size: int) -> list[list[int]]:
