@@ -177,4 +177,13 @@ def test_compiled_generator_trains_like_the_eager_one(tiny_config):
     # float rounding between the compiled and eager kernels, and the loss meaningless.
     batch = FrozenBatch(batch.styles, other.source_embeddings, None)
     assert compiled.train_step(batch).item() == pytest.approx(eager.train_step(batch).item(), rel=REL)
-    _assert_same_weights(eager, compiled)
+    # Gradients, not the stepped weights: Adam's first step is lr * g / (|g| + eps), so a gradient element near
+    # eps (1e-8) turns the kernels' float rounding into an O(lr) weight difference; the optimiser is the same.
+    graded = 0
+    for (name, pe), pc in zip(eager.g_train.named_parameters(), compiled.g_train.parameters(), strict=True):
+        assert (pe.grad is None) == (pc.grad is None), name
+        if pe.grad is not None:
+            scale = pe.grad.abs().max().item() + 1e-12
+            assert (pe.grad - pc.grad).abs().max().item() <= REL * scale, name
+            graded += 1
+    assert graded > 0
