@@ -5,6 +5,7 @@ All metric functions take raw (unnormalised) embeddings; each normalises what it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -68,25 +69,47 @@ def evaluate_embeddings(
     }
 
 
+@dataclass(frozen=True)
+class EvalSource:
+    """What evaluations compare against: the unadapted generator's images of the fixed latents, embedded."""
+
+    w: torch.Tensor
+    images: torch.Tensor
+    embeddings: torch.Tensor
+    diversity: float
+
+
+def eval_source_key(config: AdaptConfig) -> tuple:
+    """The settings an EvalSource depends on besides the generator: runs of one pack that agree share one."""
+    return config.n_eval, config.sample_seed, config.sample_truncation, config.eval_clip_name
+
+
+def eval_source(generator: Generator, config: AdaptConfig, eval_clip: ClipModel, latent_avg) -> EvalSource:
+    w = fixed_latents(generator, config.n_eval, config.sample_seed, config.sample_truncation, latent_avg)
+    images = render(generator, w, EVAL_CHUNK)
+    embeddings = embed(eval_clip, images)
+    return EvalSource(w, images, embeddings, diversity(embeddings))
+
+
+def embed(clip: ClipModel, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([clip.encode_images(chunk) for chunk in images.split(EVAL_CHUNK)]).float()
+
+
 class Evaluator:
     """Metrics and sample grids on fixed latents, shared by every trial of a sweep (same seed, same latents)."""
 
-    def __init__(self, config: AdaptConfig, adaptation: Adaptation, eval_clip: ClipModel, latent_avg):
+    def __init__(self, config: AdaptConfig, adaptation: Adaptation, eval_clip: ClipModel, latent_avg,
+                 source: EvalSource | None = None):
+        """`source`: this config's EvalSource when already computed (by another run of its pack)."""
         self.config = config
         self.adaptation = adaptation
         self.clip = eval_clip
-        g = adaptation.g_frozen
-        self.w = fixed_latents(g, config.n_eval, config.sample_seed, config.sample_truncation, latent_avg)
-        self.source_images = render(g, self.w, EVAL_CHUNK)
-        self.source_embeddings = self.embed(self.source_images)
-        self.source_grid = self.source_images[: config.n_samples]
-        self.source_diversity = diversity(self.source_embeddings)
+        self.source = source or eval_source(adaptation.g_frozen, config, eval_clip, latent_avg)
+        self.w = self.source.w
+        self.source_grid = self.source.images[: config.n_samples]
         self.direction = adaptation.guidance.eval_direction(eval_clip)
         self.target_text = template_text_embedding(eval_clip, config.target) if config.target else None
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([self.clip.encode_images(chunk) for chunk in images.split(EVAL_CHUNK)]).float()
 
     def evaluate(
         self, generator: Generator | None = None, mapper: LatentMapper | None = None
@@ -95,6 +118,6 @@ class Evaluator:
         generator = generator or self.adaptation.g_train
         images = render(generator, mapped_latents(mapper, generator, self.w), EVAL_CHUNK)
         metrics = evaluate_embeddings(
-            self.source_embeddings, self.embed(images), self.direction, self.target_text, self.source_diversity
+            self.source.embeddings, embed(self.clip, images), self.direction, self.target_text, self.source.diversity
         )
         return metrics, images[: self.config.n_samples]

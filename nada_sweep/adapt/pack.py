@@ -118,9 +118,11 @@ def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException
         raise UserError(f"pack: {problem}")
     device = resolve_device(members[0].config.device)
     loaded = load_generator(members[0].config.generator, device)  # one frozen generator for every member
+    eval_sources: dict = {}  # the members' evaluations share the unadapted generator's images of the fixed latents
     results: list[RunSummary | BaseException | None] = [None] * len(members)
     live = [_Live(index, run_steps(member.config, member.out_dir, on_eval=member.on_eval, labels=member.labels,
-                                   frozen_side=member.frozen_side, loaded=loaded), _RngStream(device))
+                                   frozen_side=member.frozen_side, loaded=loaded, eval_sources=eval_sources),
+                  _RngStream(device))
             for index, member in enumerate(members)]
     try:
         sent: list[torch.Tensor | BaseException | None] = [None] * len(live)

@@ -226,6 +226,14 @@ class _PerChannel(_Light):
     def _vector(self, index: int) -> Tensor:
         return self.vectors[index]
 
+    def _edit(self, index: int, w: Tensor, style: Tensor) -> Tensor:
+        return self._apply(style, self._vector(index))
+
+    @staticmethod
+    def _apply(style: Tensor, vector: Tensor) -> Tensor:
+        """The edited style, `vector` [C] for every sample or [n, C] one per sample."""
+        raise NotImplementedError
+
     def domain_tensors(self) -> dict[str, Tensor]:
         return {name: self._vector(i).detach().clone() for i, name in enumerate(self.layer_names)}
 
@@ -239,8 +247,9 @@ class StyleSpace(_PerChannel):
 
     name = "stylespace"
 
-    def _edit(self, index: int, w: Tensor, style: Tensor) -> Tensor:
-        return style + self._vector(index)
+    @staticmethod
+    def _apply(style: Tensor, vector: Tensor) -> Tensor:
+        return style + vector
 
     def _fold_into(self, index: int, modulation: EqualLinear) -> None:
         # EqualLinear adds bias * lr_mul after the weight's runtime scale, so Δs lands in the bias as Δs/lr_mul.
@@ -301,8 +310,9 @@ class DomainModulation(_PerChannel):
 
     name = "domain_mod"
 
-    def _edit(self, index: int, w: Tensor, style: Tensor) -> Tensor:
-        return style * (1 + self._vector(index))
+    @staticmethod
+    def _apply(style: Tensor, vector: Tensor) -> Tensor:
+        return style * (1 + vector)
 
     def _fold_into(self, index: int, modulation: EqualLinear) -> None:
         factor = 1 + self._vector(index)
@@ -361,9 +371,18 @@ def render_packed(members: Sequence[_Light], sizes: Sequence[int] | None, *args:
     Every operation of the generator is per sample, so member i's images (and gradients) are those it would
     render alone: a pack of K trials is one forward and one backward of their samples together.
     """
+    per_channel = sizes is not None and len({type(member) for member in members}) == 1 and isinstance(
+        members[0], _PerChannel)
+    repeats = torch.tensor(list(sizes), device=members[0]._device()) if per_channel else None
+
     def hook(index: int, module: nn.Module, inputs: tuple[Tensor, ...], style: Tensor) -> Tensor:
         if sizes is None:
             return members[0]._edit(index, inputs[0], style)
+        if per_channel:
+            # One op for the whole pack (each sample gets its member's vector): the same elementwise
+            # arithmetic as each member's own edit, without K splits and a concatenation per layer.
+            vectors = torch.stack([member._vector(index) for member in members])
+            return members[0]._apply(style, vectors.repeat_interleave(repeats, dim=0, output_size=len(style)))
         pieces = zip(members, inputs[0].split(list(sizes)), style.split(list(sizes)), strict=True)
         return torch.cat([member._edit(index, w, s) for member, w, s in pieces])
 

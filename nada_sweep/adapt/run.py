@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import torch
 
 from nada_sweep import run_files
-from nada_sweep.adapt.evaluate import Evaluator
+from nada_sweep.adapt.evaluate import EvalSource, Evaluator, eval_source_key
 from nada_sweep.adapt.mapper import save_mapper, train_mapper
 from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide, LiveFrozenSide, load_guidance
@@ -118,16 +118,19 @@ def run_steps(
     labels: dict[str, Any] | None = None,
     frozen_side: Callable[[Adaptation, int], FrozenSide] | None = None,
     loaded: LoadedGenerator | None = None,
+    eval_sources: dict[tuple, EvalSource] | None = None,
 ) -> RunSteps:
     """run_adaptation as a generator of its training steps (see RunSteps); `loaded`: the generator to adapt,
-    already loaded (a pack shares one among its members). An error thrown in at a step is recorded as the run's."""
+    already loaded (a pack shares one among its members), and `eval_sources` the EvalSources of `loaded` by
+    eval_source_key, shared the same way (this run adds its own). An error thrown in at a step is recorded as
+    the run's."""
     folder = RunFolder(out_dir)
     config_record = {"config": config.model_dump(mode="json"), "labels": labels or {}}
     _claim_folder(folder, config_record)
     if folder.is_finished():
         return _summary_from_disk(folder, reused=True)
     try:
-        return (yield from _train(config, folder, config_record, on_eval, frozen_side, loaded))
+        return (yield from _train(config, folder, config_record, on_eval, frozen_side, loaded, eval_sources))
     except TrainingDiverged:
         raise
     except BaseException as error:  # recorded for the report, then passed on unchanged
@@ -147,6 +150,7 @@ def _train(
     on_eval: Callable[[dict[str, Any]], None] | None,
     frozen_side: Callable[[Adaptation, int], FrozenSide] | None,
     loaded: LoadedGenerator | None,
+    eval_sources: dict[tuple, EvalSource] | None,
 ) -> RunSteps:
     device = resolve_device(config.device)
     loaded = loaded or load_generator(config.generator, device)
@@ -157,7 +161,9 @@ def _train(
     if config.target_images:
         guidance.use_image_target(config.target_images, _image_target_samples(adaptation))
     eval_clip = load_clip(config.eval_clip_name, device)
-    evaluator = Evaluator(config, adaptation, eval_clip, loaded.latent_avg)
+    sources = {} if eval_sources is None else eval_sources
+    evaluator = Evaluator(config, adaptation, eval_clip, loaded.latent_avg, sources.get(eval_source_key(config)))
+    sources[eval_source_key(config)] = evaluator.source
 
     random_weights = is_random_weight(loaded) or any(m.random_weights for m, _ in guidance.models)
     label = RANDOM_WEIGHT_LABEL if random_weights or eval_clip.random_weights else None

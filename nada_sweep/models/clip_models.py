@@ -291,7 +291,7 @@ def check_prompt(text: str, field: str) -> None:
     """Reject a prompt that is empty or too long for CLIP, alone or inside the longest prompt template."""
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{field}: {quoted(text)} is empty; give a short text such as 'photo' or 'pencil sketch'")
-    overhead, template = max((len(_tokenizer().encode(t.format(""))), t) for t in IMAGENET_TEMPLATES)
+    overhead, template = _longest_template()
     limit = CONTEXT_LENGTH - 2 - overhead  # start and end tokens, then the template's own words
     # A start already over the limit settles it: a pasted 50 MB text is not tokenized whole (~1 s per MB).
     text_tokens = len(_tokenizer().encode(text[:_PROMPT_PREFIX]))
@@ -307,6 +307,12 @@ def check_prompt(text: str, field: str) -> None:
         raise UserError(f"{field}: {shown!r} is {counted} CLIP tokens; at most {limit} fit, because it is "
                         f"also used inside prompt templates such as {template!r} and CLIP reads "
                         f"{CONTEXT_LENGTH} tokens; shorten it")
+
+
+@functools.cache
+def _longest_template() -> tuple[int, str]:
+    """The prompt template with the most tokens of its own, and their count (every run checks its prompts)."""
+    return max((len(_tokenizer().encode(t.format(""))), t) for t in IMAGENET_TEMPLATES)
 
 
 @functools.cache
