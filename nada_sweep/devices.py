@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import re
@@ -10,6 +11,11 @@ import torch
 
 from nada_sweep.errors import UserError, quoted
 from nada_sweep.metric_rules import GPU_PEAK_MEM
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_KEPT_FREE_BYTES = 2**30
 
 
 class CudaUnavailable(RuntimeError):
@@ -34,6 +40,28 @@ def resolve_device(name: str, option: str = "device") -> torch.device:
         raise UserError(f"{option}: {quoted(name)} asked for, but this machine has no usable CUDA GPU (valid here: "
                         f"{', '.join(valid)})")
     raise UserError(f"{option}: {quoted(name)} is not a device; valid here: {', '.join(valid)}")
+
+
+def local_resources() -> tuple[float, float]:
+    """CPUs and GPUs of this machine as a Ray started here counts them (the CPUs this process may use)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return float(cpus), float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for the next tensors instead of handing it back to the kernel.
+
+    By default each tensor above malloc's mmap threshold (at most 32 MiB) is a fresh mapping that the kernel
+    zero-fills page by page on first touch, and freed heap is trimmed at once: CPU training allocates such
+    tensors every step (a pack's batched step at 512 channels spent a quarter of its time in page faults,
+    benchmarks/README.md). For the whole process, once; False where the C library has no mallopt (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE_BYTES))
 
 
 def cuda_report() -> str:

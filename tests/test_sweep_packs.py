@@ -39,7 +39,8 @@ def _histories(root: Path) -> dict[str, list[dict]]:
 
 def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n- {name: anime, target: anime painting}\n",
-                      search="params: [full, stylespace]", extra="pack: 3\n")
+                      search="params: [full, stylespace]",
+                      extra="pack: 3\nmax_concurrent: 1\n")  # one pack at a time: the light trials share one
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     # The two light trials share a pack (numbered as its Tune trial folder is); the full trials train alone.
@@ -53,6 +54,23 @@ def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "packs: none, every trial trains alone (pack: 1)" in out and ", pack " not in out
+
+
+def test_packs_are_split_evenly_over_the_packs_that_train_at_once(tmp_path, capsys):
+    # Six light trials, at most 8 a pack, two packs at a time: two packs of 3 keep both workers busy.
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n- {name: anime, target: anime painting}\n",
+                      search="params: [stylespace]\n  lr: [0.01, 0.02, 0.03]", extra="pack: 8\nmax_concurrent: 2\n")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "packs: 2 for 6 trials, at most 8 trials each; 6 trials in 2 packs trained together" in out
+    assert out.count(", pack 0)") == 3 and out.count(", pack 1)") == 3
+    # Eight trials in packs of at most 6: two packs of 4 (a domain each), not 6 + 2.
+    path.write_text(path.read_text().replace("[0.01, 0.02, 0.03]", "[0.01, 0.02, 0.03, 0.04]").replace(
+        "pack: 8", "pack: 6"))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "packs: 2 for 8 trials, at most 6 trials each; 8 trials in 2 packs trained together" in out
+    assert out.count(", pack 0)") == out.count(", pack 1)") == 4
 
 
 def test_the_default_pack_follows_the_device_and_is_one_for_adaptive_searches(tmp_path):
@@ -146,7 +164,7 @@ def test_packed_members_equal_the_same_trials_unpacked(tmp_path, local_ray):
         folder = tmp_path / f"pack{pack}"
         folder.mkdir()
         # k = 2: each member selects its own layers too.
-        assert main(["run", str(make_sweep(folder, LIGHT_DOMAINS, search="k: [0, 2]", extra=f"pack: {pack}\n"))]) == 0
+        assert main(["run", str(make_sweep(folder, LIGHT_DOMAINS, search="k: [0, 2]", extra=f"pack: {pack}\nmax_concurrent: 1\n"))]) == 0
         roots[pack] = folder / "results" / "tiny"
     assert len(list((roots[4] / "tune").glob("run-*/0000-sketch-k=0+3"))) == 1  # one Tune trial for all four
     alone, packed = _histories(roots[1]), _histories(roots[4])
@@ -171,7 +189,7 @@ def test_a_member_failing_or_diverging_leaves_its_pack_and_the_others_finish(tmp
     path = make_sweep(tmp_path, """\
         - {name: sketch, target: pencil sketch, params: stylespace}
         - {name: broken, target: painting, target_images: broken_style, params: stylespace}
-    """, search="lr: [0.05, 1.0e+37]", extra="pack: 4\nretries: 1\n")
+    """, search="lr: [0.05, 1.0e+37]", extra="pack: 4\nretries: 1\nmax_concurrent: 1\n")
     code = main(["run", str(path)])
     out = capsys.readouterr().out
     root = tmp_path / "results" / "tiny"
@@ -198,7 +216,7 @@ def test_early_stopping_stops_members_inside_a_pack_within_their_domain(tmp_path
         - {name: anime, target: anime painting, params: stylespace}
     """
     path = make_sweep(tmp_path, domains, search="lr: [0.05, 1.0e-7]",
-                      extra="pack: 4\nearly_stopping: {grace_steps: 2, reduction_factor: 2}\n")
+                      extra="pack: 4\nmax_concurrent: 1\nearly_stopping: {grace_steps: 2, reduction_factor: 2}\n")
     assert main(["run", str(path)]) == 0
     out = capsys.readouterr().out
     root = tmp_path / "results" / "tiny"
@@ -218,7 +236,8 @@ def test_early_stopping_stops_members_inside_a_pack_within_their_domain(tmp_path
 @pytest.mark.slow
 def test_ctrl_c_during_a_packed_sweep_then_resume_reruns_no_finished_member(tmp_path, local_ray):
     domain = "- {name: sketch, target: pencil sketch, params: stylespace}\n"
-    path = make_sweep(tmp_path, domain, eval_every=4, search="steps: [4, 28]", extra="pack: 2\n")
+    path = make_sweep(tmp_path, domain, eval_every=4, search="steps: [4, 28]",
+                      extra="pack: 2\nmax_concurrent: 1\n")
     root = tmp_path / "results" / "tiny"
     short, long = root / "trials/sketch/steps=4", root / "trials/sketch/steps=28"
     log = tmp_path / "run.log"

@@ -26,7 +26,7 @@ from nada_sweep.adapt.domains import base_identity, domain_of, save_domain
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide, LiveFrozenSide, load_guidance
 from nada_sweep.adapt.params import Full
 from nada_sweep.adapt.settings import AdaptConfig, changed_settings, k_problem, target_text_problem
-from nada_sweep.devices import peak_memory_metrics, reset_peak_memory, resolve_device
+from nada_sweep.devices import peak_memory_metrics, resolve_device, reset_peak_memory, reuse_freed_memory
 from nada_sweep.errors import UserError
 from nada_sweep.images import save_grid
 from nada_sweep.metric_rules import UNSETTLED, best_entry
@@ -153,6 +153,8 @@ def _train(
     eval_sources: dict[tuple, EvalSource] | None,
 ) -> RunSteps:
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        reuse_freed_memory()
     loaded = loaded or load_generator(config.generator, device)
     check_config_against_models(config, loaded.generator.n_latent)
     torch.manual_seed(config.seed)

@@ -104,6 +104,14 @@ def _authentication_advice(address: str | None) -> str:
             f"node. {join}")
 
 
+def cluster_resources() -> tuple[float, float]:
+    """The CPUs and GPUs of the Ray cluster this process is connected to."""
+    import ray
+
+    available = ray.cluster_resources()
+    return available.get("CPU", 0.0), available.get("GPU", 0.0)
+
+
 def check_cluster(sweep: ResolvedSweep) -> None:
     """Refuse requests the cluster can never satisfy (Tune would wait for them forever)."""
     import ray

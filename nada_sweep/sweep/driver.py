@@ -117,9 +117,10 @@ def pack_spec(sweep: ResolvedSweep, index: int, members: list[TrialSpec]) -> Pac
     return PackSpec(index=index, members=members, cpus=resources.cpus, gpus=resources.gpus)
 
 
-def plan_packs(sweep: ResolvedSweep, specs: list[TrialSpec]) -> list[PackSpec]:
-    """The trials' specs (in sweep.trials order) in packs of at most sweep.pack_size, longest pack first."""
-    packs = group_packs([spec.adapt_config() for spec in specs], sweep.pack_size)
+def plan_packs(sweep: ResolvedSweep, specs: list[TrialSpec], at_once: int = 1) -> list[PackSpec]:
+    """The trials' specs (in sweep.trials order) in packs of at most sweep.pack_size, spread over at least
+    `at_once` packs (those that train at the same time) while there are trials enough, longest pack first."""
+    packs = group_packs([spec.adapt_config() for spec in specs], sweep.pack_size, at_once)
     return [pack_spec(sweep, index, [specs[i] for i in members]) for index, members in enumerate(packs)]
 
 
@@ -180,13 +181,16 @@ def run_sweep(
     root = sweep.results_root
     _refuse_if_locked(root)
     if not fresh:  # trials and a search already on disk must match; --fresh moves them aside (once Ray fits)
-        packs, searcher = _trial_packs(sweep)
+        packs, searcher = _trial_packs(sweep, 1)
         _check_existing_trials(sweep, [spec for pack in packs for spec in pack.members])
     with cluster.ray_for_run(address, verbose) as release_ray:
         cluster.check_cluster(sweep)
+        at_once = sweep.packs_at_once(*cluster.cluster_resources())
         if fresh:
             move_aside(root, console)
-            packs, searcher = _trial_packs(sweep)
+            packs, searcher = _trial_packs(sweep, at_once)
+        elif not sweep.adaptive:  # the same trials, now split for the cluster's packs at once
+            packs, searcher = _trial_packs(sweep, at_once)
         root.mkdir(parents=True, exist_ok=True)
         with _exclusive(root):
             started = time.monotonic()
@@ -200,12 +204,13 @@ def run_sweep(
             return exit_code(outcomes)
 
 
-def _trial_packs(sweep: ResolvedSweep) -> tuple[list[PackSpec], PerDomainSearch | None]:
-    """The packs to run and, for an adaptive search, its searcher (continuing a saved search; packs of one)."""
+def _trial_packs(sweep: ResolvedSweep, at_once: int) -> tuple[list[PackSpec], PerDomainSearch | None]:
+    """The packs to run (see plan_packs) and, for an adaptive search, its searcher (continuing a saved search;
+    packs of one)."""
     if not sweep.adaptive:
         specs = [trial_spec(sweep, i) for i in range(len(sweep.trials))]
         _plan_frozen_bank(sweep, specs, [])
-        return plan_packs(sweep, specs), None
+        return plan_packs(sweep, specs, at_once), None
     from nada_sweep.sweep.search import STATE_FILE, PerDomainSearch
 
     make = adaptive_spec(sweep)

@@ -10,6 +10,7 @@ results arrive together in the gallery. Packs then start longest first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from nada_sweep.adapt.settings import AdaptConfig
@@ -29,8 +30,13 @@ def alone_reason(config: AdaptConfig) -> str | None:
     return _FULL if config.params == Full.name else None
 
 
-def group_packs(configs: Sequence[AdaptConfig], size: int) -> list[list[int]]:
-    """Indices of `configs` (the sweep's trials in order) in packs of at most `size`, longest pack first."""
+def group_packs(configs: Sequence[AdaptConfig], size: int, at_once: int = 1) -> list[list[int]]:
+    """Indices of `configs` (the sweep's trials in order) in packs of at most `size`, longest pack first.
+
+    The trials that can share packs are spread evenly over as few packs as `size` allows, but over no fewer
+    than `at_once` (the packs the cluster trains at the same time) while there are trials enough: one pack of
+    8 on a 2-core machine would leave a core idle where two packs of 4 use both.
+    """
     from nada_sweep.adapt.pack import pack_key
 
     groups: dict[object, list[int]] = {}
@@ -38,12 +44,11 @@ def group_packs(configs: Sequence[AdaptConfig], size: int) -> list[list[int]]:
     for index, config in enumerate(configs):
         if size == 1 or alone_reason(config):
             packs.append([index])
-            continue
-        group = groups.setdefault(pack_key(config), [])
-        group.append(index)
-        if len(group) == size:
-            packs.append(groups.pop(pack_key(config)))
-    packs += groups.values()
+        else:
+            groups.setdefault(pack_key(config), []).append(index)
+    for members in groups.values():
+        count = max(math.ceil(len(members) / size), min(len(members), at_once))
+        packs += [members[i * len(members) // count:(i + 1) * len(members) // count] for i in range(count)]
     costs = [estimated_cost(config) for config in configs]
     order = sorted(range(len(packs)), key=lambda i: (-sum(costs[j] for j in packs[i]), packs[i][0]))
     return [packs[i] for i in order]

@@ -104,6 +104,17 @@ class ResolvedSweep:
             return 1
         return DEFAULT_PACK["gpu" if self.config.resources.gpus > 0 else "cpu"]
 
+    def packs_at_once(self, cpus: float, gpus: float) -> int:
+        """How many packs train at the same time on a cluster of `cpus` CPUs and `gpus` GPUs (max_concurrent caps
+        it); at least 1."""
+        resources = self.config.resources
+        fits = int(cpus // resources.cpus)
+        if resources.gpus > 0:
+            fits = min(fits, int(gpus // resources.gpus))
+        if self.config.max_concurrent:
+            fits = min(fits, self.config.max_concurrent)
+        return max(1, fits)
+
     @property
     def trial_total(self) -> int:
         return len(self.domains) * self.config.num_samples if self.adaptive else len(self.trials)

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from nada_sweep.devices import local_resources
 from nada_sweep.run_files import RANDOM_WEIGHT_LABEL, RunFolder, Status, SweepFolder
 from nada_sweep.sweep.packs import alone_reason, group_packs
 from nada_sweep.sweep.plan import ResolvedSweep
@@ -196,7 +197,9 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
         table.add_column("done", justify="right")
     # An adaptive search's trials are not known before it runs: its bounds stand in for the steps column.
     trials = sweep.probe_trials() if sweep.adaptive else sweep.trials
-    packs = group_packs([sweep.adapt_config(trial) for trial in sweep.trials], sweep.pack_size)
+    # As a run started here splits them (a run on another cluster splits them for that cluster's size).
+    packs = group_packs([sweep.adapt_config(trial) for trial in sweep.trials], sweep.pack_size,
+                        sweep.packs_at_once(*local_resources()))
     pack_of = {index: number for number, members in enumerate(packs) if len(members) > 1 for index in members}
     by_domain: dict[str, list[str]] = {}
     for index, trial in enumerate(sweep.trials):
