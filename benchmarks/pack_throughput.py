@@ -24,27 +24,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 from common import make_clip_files, make_generator_file, print_table
 
 from nada_sweep.adapt.bank import bank_frozen_side
 from nada_sweep.adapt.pack import PackMember, train_pack
 from nada_sweep.adapt.run import run_adaptation
-from nada_sweep.adapt.settings import AdaptConfig, ClipSpec
-from nada_sweep.run_files import RunFolder
+from nada_sweep.adapt.settings import AdaptConfig
 
-TARGETS = ("pencil sketch", "oil painting", "watercolor", "pixar character")
 MEMBERS = 8
-
-
-def _configs(generator: str, clip: str, steps: int) -> list[AdaptConfig]:
-    base = AdaptConfig(generator=generator, clip=[ClipSpec(name=clip)], source="photo", target=TARGETS[0],
-                       params="stylespace", steps=steps, eval_every=steps, n_eval=4, n_samples=2, device="cpu")
-    return [base.model_copy(update={"lr": 0.02 * (1 + i // len(TARGETS)), "target": TARGETS[i % len(TARGETS)]})
-            for i in range(MEMBERS)]
-
-
-def _final(folder: Path) -> dict[str, float]:
-    return {k: v for k, v in RunFolder(folder).history()[-1].items() if isinstance(v, float) and k != "elapsed_s"}
 
 
 def measure(name: str, configs: list[AdaptConfig], rounds: int, work: Path) -> dict[str, float]:
@@ -64,7 +52,8 @@ def measure(name: str, configs: list[AdaptConfig], rounds: int, work: Path) -> d
                 train_pack([PackMember(config, folder, frozen_side=bank) for config, folder in zip(configs, folders)])
             times[contender].append(time.perf_counter() - start)
         for i in range(len(configs)):
-            alone, packed = _final(work / f"r{round_index}-pack1-{i}"), _final(work / f"r{round_index}-pack8-{i}")
+            alone = common.final_metrics(work / f"r{round_index}-pack1-{i}")
+            packed = common.final_metrics(work / f"r{round_index}-pack8-{i}")
             worst = max([worst, *(abs(alone[k] - packed[k]) for k in alone)])
     ratios = [one / eight for one, eight in zip(times["pack 1"], times["pack 8"])]
     per_hour = {k: len(configs) * 3600 / statistics.median(v) for k, v in times.items()}
@@ -88,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
                 generator, clip = "builtin:tiny", "builtin:tiny"
             else:
                 generator, clip = str(make_generator_file(work, 32)), str(make_clip_files(work, 1)[0])
-            result = measure(name, _configs(generator, clip, args.steps), args.rounds, work / name)
+            configs = common.pack_configs(generator, [clip], args.steps, members=MEMBERS)
+            result = measure(name, configs, args.rounds, work / name)
             rows.append([name, result["pack 1"], result["pack 8"], result["ratio"], result["worst"]])
             assert math.isfinite(result["worst"]) and result["worst"] <= 1e-4, f"{name}: members differ from alone"
     print_table(f"trials per hour, {MEMBERS} stylespace trials of {args.steps} steps, {args.threads} thread(s)",
