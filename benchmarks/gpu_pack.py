@@ -5,8 +5,9 @@ Each contender's process is a fresh Python that imports nada-sweep, loads the ge
 from their files and trains, as a separate trial process does: its wall time, measured from outside, counts
 the start-up and the loading it pays. Inside, the child reports its load and training times and the most GPU
 memory its tensors held (torch.cuda.max_memory_allocated). The shared frozen bank (nada_sweep.adapt.bank) is
-built once by a warm-up process before timing, as a sweep builds it once for all its trials; the warm-up
-also brings the model files into the page cache, so that the first timed process does not pay alone for it.
+built once before timing, by a one-step run in the check's own process, as a sweep builds it once for all its
+trials; that also brings the model files into the page cache, so that the first timed process does not pay
+alone for reading them from disk.
 
     python benchmarks/gpu_pack.py --child SPEC.json   # one contender's process (what the check starts)
 """
@@ -88,7 +89,7 @@ class Child:
 @dataclass
 class PackResult:
     sizes: PackSizes
-    warmup: Child
+    warmup_s: float  # building the shared frozen bank, in the check's own process (before timing)
     alone: list[Child]
     pack: Child
     worst_diff: float  # the largest |metric difference| of a member from its trial alone
@@ -115,14 +116,20 @@ def measure(device: torch.device, sizes: PackSizes, deadline: float) -> PackResu
 def _measure(work: Path, device: torch.device, sizes: PackSizes, deadline: float) -> PackResult:
     import common
 
+    from nada_sweep.adapt.bank import bank_frozen_side
+    from nada_sweep.adapt.run import run_adaptation
+
     started = time.perf_counter()
     generator = "builtin:tiny" if sizes.generator_px == 0 else str(common.make_generator_file(work, sizes.generator_px))
     clips = [str(path) for path in common.make_shaped_clip_files(work, sizes.clips, device)]
     files_s = time.perf_counter() - started
     configs = common.pack_configs(generator, clips, sizes.steps, str(device), sizes.members)
     bank = {"dir": str(work / "bank"), "entries": sizes.steps}
-    warmup = configs[0].model_copy(update={"steps": 1, "eval_every": 1})
-    warm = _spawn(work / "warmup", [warmup], [work / "warmup-run"], bank, deadline)
+    warm = time.perf_counter()
+    # In this process: a sweep pays for its bank once, and the page cache then holds every model file.
+    run_adaptation(configs[0].model_copy(update={"steps": 1, "eval_every": 1}), work / "warmup",
+                   frozen_side=bank_frozen_side(bank["dir"], bank["entries"]))
+    warmup_s = time.perf_counter() - warm
     alone = [_spawn(work / f"alone{i}", [config], [work / f"alone-{i}"], bank, deadline)
              for i, config in enumerate(configs)]
     pack = _spawn(work / "pack", configs, [work / f"pack-{i}" for i in range(len(configs))], bank, deadline)
@@ -133,7 +140,7 @@ def _measure(work: Path, device: torch.device, sizes: PackSizes, deadline: float
             raise RuntimeError(f"member {i} reports {sorted(packed)}, alone {sorted(by_itself)}")
         differences += [abs(by_itself[k] - packed[k]) for k in by_itself]
     worst = math.nan if any(map(math.isnan, differences)) else max(differences)  # max() would skip a NaN
-    return PackResult(sizes, warm, alone, pack, worst, files_s)
+    return PackResult(sizes, warmup_s, alone, pack, worst, files_s)
 
 
 def _spawn(folder: Path, configs: list, out_dirs: list[Path], bank: dict, deadline: float) -> Child:

@@ -328,7 +328,7 @@ def check_pack(device: torch.device, args: argparse.Namespace) -> str:
     what = (f"{sizes.members} stylespace trials of {sizes.steps} steps, "
             f"{f'{sizes.generator_px} px generator' if sizes.generator_px else 'builtin:tiny'}, "
             f"random-weight CLIP {'+'.join(sizes.clips)}, batch 2")
-    info(f"{what}; model files built in {result.files_s:.1f} s, bank warm-up process {result.warmup.wall_s:.1f} s "
+    info(f"{what}; model files built in {result.files_s:.1f} s, the shared frozen bank in {result.warmup_s:.1f} s "
          "(neither timed)")
 
     on_gpu = device.type == "cuda"
