@@ -346,9 +346,13 @@ def check_pack(device: torch.device, args: argparse.Namespace) -> str:
              f"{seconds(children, 'load_s')}, training {seconds(children, 'train_s')}{memory}")
     alone, pack = result.per_hour(result.alone), result.per_hour([result.pack])
     target = ("met" if result.ratio >= 4 else "NOT met") if on_gpu else "not judged on a CPU"
-    memory = (f"peak GPU memory {result.pack.peak_gb:.2f} GiB per pack of {sizes.members} against "
-              f"{max(child.peak_gb for child in result.alone):.2f} GiB per separate trial" if on_gpu
-              else "GPU memory not measured on a CPU")
+    if on_gpu:
+        per_trial = max(child.peak_gb for child in result.alone)
+        memory = (f"peak GPU memory {result.pack.peak_gb:.2f} GiB per pack of {sizes.members} against "
+                  f"{per_trial:.2f} GiB per separate trial ({sizes.members} of them: "
+                  f"{sizes.members * per_trial:.2f} GiB)")
+    else:
+        memory = "GPU memory not measured on a CPU"
     found = (f"{what}: trials per hour {alone:.0f} one per process, {pack:.0f} as one pack: {result.ratio:.2f}x "
              f"(target >= 4x on a GPU: {target}); training only, without start-up and loading: "
              f"{result.train_ratio:.2f}x; {memory}; largest |member metric - same trial alone| "

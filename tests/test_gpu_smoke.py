@@ -12,7 +12,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_pack  # noqa: E402
+import gpu_pack
 
 
 def test_pack_sizes_given_on_the_command_line_reach_the_check_process():
