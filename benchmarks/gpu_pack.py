@@ -130,9 +130,10 @@ def _measure(work: Path, device: torch.device, sizes: PackSizes, deadline: float
     run_adaptation(configs[0].model_copy(update={"steps": 1, "eval_every": 1}), work / "warmup",
                    frozen_side=bank_frozen_side(bank["dir"], bank["entries"]))
     warmup_s = time.perf_counter() - warm
-    alone = [_spawn(work / f"alone{i}", [config], [work / f"alone-{i}"], bank, deadline)
+    alone = [_spawn(work / f"alone{i}", [config], [work / f"alone-{i}"], bank, deadline, packed=False)
              for i, config in enumerate(configs)]
-    pack = _spawn(work / "pack", configs, [work / f"pack-{i}" for i in range(len(configs))], bank, deadline)
+    pack = _spawn(work / "pack", configs, [work / f"pack-{i}" for i in range(len(configs))], bank, deadline,
+                  packed=True)
     differences = [0.0]
     for i in range(len(configs)):
         by_itself, packed = common.final_metrics(work / f"alone-{i}"), common.final_metrics(work / f"pack-{i}")
@@ -143,11 +144,12 @@ def _measure(work: Path, device: torch.device, sizes: PackSizes, deadline: float
     return PackResult(sizes, warmup_s, alone, pack, worst, files_s)
 
 
-def _spawn(folder: Path, configs: list, out_dirs: list[Path], bank: dict, deadline: float) -> Child:
+def _spawn(folder: Path, configs: list, out_dirs: list[Path], bank: dict, deadline: float, packed: bool
+           ) -> Child:
     folder.mkdir(parents=True)
     spec = folder / "spec.json"
     spec.write_text(json.dumps({"configs": [c.model_dump(mode="json") for c in configs],
-                                "out_dirs": [str(d) for d in out_dirs], "bank": bank}))
+                                "out_dirs": [str(d) for d in out_dirs], "bank": bank, "pack": packed}))
     left = deadline - time.time()
     if left < 5:
         raise RuntimeError("out of the check's time before all its processes ran")
@@ -189,8 +191,8 @@ def child(spec_path: Path) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     loaded = time.perf_counter()
-    if len(configs) == 1:
-        results = [run_adaptation(configs[0], spec["out_dirs"][0], frozen_side=frozen)]
+    if not spec["pack"]:
+        results = [run_adaptation(config, out, frozen_side=frozen) for config, out in zip(configs, spec["out_dirs"])]
     else:
         results = train_pack([PackMember(config, out, frozen_side=frozen)
                               for config, out in zip(configs, spec["out_dirs"], strict=True)])
