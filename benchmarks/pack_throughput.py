@@ -27,28 +27,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 from common import make_clip_files, make_generator_file, print_table
 
 from nada_sweep.adapt.bank import bank_frozen_side
 from nada_sweep.adapt.pack import PackMember, train_pack
 from nada_sweep.adapt.run import run_adaptation
-from nada_sweep.adapt.settings import LR_BY_PARAMS, AdaptConfig, ClipSpec
-from nada_sweep.run_files import RunFolder
+from nada_sweep.adapt.settings import AdaptConfig
 
-TARGETS = ("pencil sketch", "oil painting", "watercolor", "pixar character")
 MEMBERS = 8
-
-
-def _configs(generator: str, clip: str, steps: int, params: str) -> list[AdaptConfig]:
-    base = AdaptConfig(generator=generator, clip=[ClipSpec(name=clip)], source="photo", target=TARGETS[0],
-                       params=params, steps=steps, eval_every=steps, n_eval=4, n_samples=2, device="cpu")
-    lr = LR_BY_PARAMS[params]
-    return [base.model_copy(update={"lr": lr * (1 + i // len(TARGETS)), "target": TARGETS[i % len(TARGETS)]})
-            for i in range(MEMBERS)]
-
-
-def _final(folder: Path) -> dict[str, float]:
-    return {k: v for k, v in RunFolder(folder).history()[-1].items() if isinstance(v, float) and k != "elapsed_s"}
 
 
 def measure(configs: list[AdaptConfig], rounds: int, work: Path) -> dict[str, float]:
@@ -70,7 +57,8 @@ def measure(configs: list[AdaptConfig], rounds: int, work: Path) -> dict[str, fl
             times[contender].append(time.perf_counter() - start)
             cpu_times[contender].append(time.process_time() - start_cpu)
         for i in range(len(configs)):
-            alone, packed = _final(work / f"r{round_index}-pack1-{i}"), _final(work / f"r{round_index}-pack8-{i}")
+            alone = common.final_metrics(work / f"r{round_index}-pack1-{i}")
+            packed = common.final_metrics(work / f"r{round_index}-pack8-{i}")
             worst = max([worst, *(abs(alone[k] - packed[k]) for k in alone)])
     ratios = [one / eight for one, eight in zip(times["pack 1"], times["pack 8"])]
     cpu_ratios = [one / eight for one, eight in zip(cpu_times["pack 1"], cpu_times["pack 8"])]
@@ -97,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 generator, clip = str(make_generator_file(work, 32)), str(make_clip_files(work, 1)[0])
             for params in args.params.split(","):
-                configs = _configs(generator, clip, args.steps, params)
+                configs = common.pack_configs(generator, [clip], args.steps, members=MEMBERS, params=params)
                 result = measure(configs, args.rounds, work / name / params)
                 rows.append([name, params, result["pack 1"], result["pack 8"], result["ratio"], result["cpu ratio"],
                              result["worst"]])
