@@ -145,3 +145,22 @@ def test_full_and_light_runs_and_mixed_generators_are_refused(tiny_config, tmp_p
         train_pack([PackMember(light, tmp_path / "a"),
                     PackMember(light.model_copy(update={"generator": "builtin:tiny-other"}), tmp_path / "b")])
     assert not (tmp_path / "a").exists()
+
+
+def test_a_pack_computes_each_evaluation_source_once(tiny_config, tmp_path, monkeypatch):
+    # The unadapted images of the fixed latents and their embeddings: one per eval setting, not one per member.
+    from nada_sweep.adapt import evaluate
+
+    computed = []
+    real = evaluate.eval_source
+
+    def counted(generator, config, *args):
+        computed.append(config.n_eval)
+        return real(generator, config, *args)
+
+    monkeypatch.setattr(evaluate, "eval_source", counted)
+    light = tiny_config.model_copy(update={"params": "stylespace", "lr": 0.05, "steps": 2, "eval_every": 2})
+    members = [light, light.model_copy(update={"seed": 1}), light.model_copy(update={"n_eval": 6})]
+    results = train_pack([PackMember(config, tmp_path / f"m{i}") for i, config in enumerate(members)])
+    assert [r.status for r in results] == [Status.OK] * 3
+    assert sorted(computed) == sorted([light.n_eval, 6])
