@@ -198,7 +198,7 @@ def check_clip_dtypes(device: torch.device) -> str:
     outside = clip.encode_images(images).dtype
     with a.clip_precision():
         inside = clip.encode_images(images).dtype
-    a._selection_loss(images)  # the layer search's loss
+    a.selection_loss(images)  # the layer search's loss
     hook.remove()
     fresh, reference = (wrap_clip(build_tiny_clip(seed=1), "tiny", device) for _ in range(2))
     with a.clip_precision():

@@ -164,3 +164,26 @@ def test_a_pack_computes_each_evaluation_source_once(tiny_config, tmp_path, monk
     results = train_pack([PackMember(config, tmp_path / f"m{i}") for i, config in enumerate(members)])
     assert [r.status for r in results] == [Status.OK] * 3
     assert sorted(computed) == sorted([light.n_eval, 6])
+
+
+@pytest.mark.slow
+def test_light_members_search_their_layers_together_and_choose_as_alone(tiny_config, tmp_path, monkeypatch):
+    # Different search batches and iteration counts: members with the same count search in one batched pass.
+    base = tiny_config.model_copy(update={"params": "domain_mod", "k": 3, "auto_layer_batch": 2,
+                                          "auto_layer_iters": 1})
+    configs = [base.model_copy(update={"lr": 0.05}),
+               base.model_copy(update={"lr": 0.1, "seed": 1, "target": "oil painting", "auto_layer_batch": 3}),
+               base.model_copy(update={"lr": 0.08, "seed": 2, "auto_layer_iters": 2})]
+    for i, config in enumerate(configs):
+        run_adaptation(config, tmp_path / f"alone{i}")
+
+    from nada_sweep.adapt import nada
+
+    def not_alone(*args, **kwargs):
+        raise AssertionError("a light member searched its layers by itself")
+
+    monkeypatch.setattr(nada, "pick_w_indices", not_alone)
+    results = train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
+    assert [r.status for r in results] == [Status.OK] * len(configs)
+    for i in range(len(configs)):
+        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")

@@ -48,6 +48,9 @@ def set_trainable(generator: Generator, layers: Sequence[nn.Module]) -> None:
         layer.requires_grad_(True)
 
 
+SEARCH_LR = 0.01  # the reference's SGD rate for the W+ codes of its layer search
+
+
 def pick_w_indices(
     generator: Generator,
     w0: torch.Tensor,
@@ -56,7 +59,7 @@ def pick_w_indices(
     iters: int,
     *,
     weight_gradients: bool = False,
-    lr: float = 0.01,
+    lr: float = SEARCH_LR,
     randomize_noise: bool = True,
     candidates: Sequence[int] | None = None,
 ) -> list[int]:

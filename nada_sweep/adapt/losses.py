@@ -402,17 +402,19 @@ class ClipGuidance:
             total = model_loss if total is None else total + model_loss.to(total.device)
         return total
 
-    def global_text_loss(self, images: Tensor) -> Tensor:
+    def global_text_loss(self, images: Tensor, dst_embs: Sequence[Tensor] | None = None) -> Tensor:
         """sum_m weight_m * global_loss(E_I(images), E_T(target)) against the raw target text.
 
         What adaptive layer selection minimises over W+ (the reference uses the text as written, no "a ").
+        dst_embs: encode_images(images) per model when the caller has them already (as for `loss`).
         """
         _require_text("target", self.target, "adaptive layer selection (it optimises towards the "
                       "target text); give a target text or turn layer selection off")
         total: Tensor | None = None
-        for clip, weight in self.models:
+        for index, (clip, weight) in enumerate(self.models):
             text_emb = _raw_text_embedding(clip, self.target)
-            model_loss = weight * global_loss(clip.encode_images(images), text_emb, clip.model.logit_scale)
+            embeddings = clip.encode_images(images) if dst_embs is None else dst_embs[index]
+            model_loss = weight * global_loss(embeddings, text_emb, clip.model.logit_scale)
             total = model_loss if total is None else total + model_loss.to(total.device)
         return total
 

@@ -101,32 +101,48 @@ class Adaptation:
 
     def choose_layers(self, z: torch.Tensor | None = None) -> list[int]:
         """Adaptive layer selection: optimise W+ on the global CLIP loss, keep the k most-moved indices."""
-        if self.config.k >= len(self.candidates) and not self.config.faithful:
-            # The top k of k candidates are all of them, whatever the search finds: skip it.
-            indices = list(self.candidates)
-        else:
-            if z is None:
-                z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
-            with torch.no_grad():
-                w0 = self.g_frozen.style(z)
-            indices = pick_w_indices(
-                self.g_train,
-                w0,
-                self._selection_loss,
-                self.config.k,
-                self.config.auto_layer_iters,
-                weight_gradients=self.config.faithful,
-                randomize_noise=self.randomize_noise,
-                candidates=self.candidates,
-            )
+        if not self.searches_layers:
+            return self.use_layers(list(self.candidates))
+        indices = pick_w_indices(
+            self.g_train,
+            self.search_start(z),
+            self.selection_loss,
+            self.config.k,
+            self.config.auto_layer_iters,
+            weight_gradients=self.config.faithful,
+            randomize_noise=self.randomize_noise,
+            candidates=self.candidates,
+        )
+        return self.use_layers(indices)
+
+    @property
+    def searches_layers(self) -> bool:
+        """Whether choosing layers optimises W+; with k at least the candidates' count the top k are all of them
+        whatever the search finds, so it is skipped (faithful runs search anyway, as the reference does)."""
+        return self.config.k < len(self.candidates) or self.config.faithful
+
+    def search_start(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The w the layer search starts from: of `z`, else of auto_layer_batch fresh latents."""
+        if z is None:
+            z = torch.randn(self.config.auto_layer_batch, self.g_frozen.style_dim, device=self.device)
+        with torch.no_grad():
+            return self.g_frozen.style(z)
+
+    def use_layers(self, indices: list[int]) -> list[int]:
+        """Train (until the next choice) the layers the w `indices` map to."""
         self.g_train.select(layers_for_indices(self.g_train, indices, self.config.layer_map))
         self.chosen_indices = indices
         return indices
 
-    def _selection_loss(self, images: torch.Tensor) -> torch.Tensor:
+    def chooses_layers_at(self, step_index: int) -> bool:
+        return self.config.selects_layers and step_index % self.config.auto_layer_every == 0
+
+    def selection_loss(self, images: torch.Tensor, dst_embeddings: list[torch.Tensor] | None = None
+                       ) -> torch.Tensor:
+        """What the layer search minimises for this run (a pack passes the embeddings, computed for all members)."""
         # The layer search's CLIP passes are most of a selecting step's work: the same precision as training's.
         with self.clip_precision():
-            return self.guidance.global_text_loss(images).float()
+            return self.guidance.global_text_loss(images, dst_embeddings).float()
 
     def train_step(self, batch: FrozenBatch) -> torch.Tensor:
         """One optimiser step; returns the loss as a 0-d tensor on the device (reading it would wait for the GPU)."""
@@ -151,14 +167,11 @@ class Adaptation:
         self.g_train.after_step(self.steps_done)
         return loss.detach()
 
-    def prepare_step(self, step_index: int, frozen: FrozenSide) -> FrozenBatch:
-        """What step `step_index` trains on, choosing layers first on the steps that choose them."""
-        if self.config.selects_layers and step_index % self.config.auto_layer_every == 0:
-            self.choose_layers()
-        return frozen.next_batch(self.config.batch)
-
     def step(self, step_index: int, frozen: FrozenSide) -> torch.Tensor:
-        return self.train_step(self.prepare_step(step_index, frozen))
+        """Step `step_index` of a run, choosing layers first on the steps that choose them."""
+        if self.chooses_layers_at(step_index):
+            self.choose_layers()
+        return self.train_step(frozen.next_batch(self.config.batch))
 
 
 def load_guidance(config: AdaptConfig, device: torch.device) -> ClipGuidance:

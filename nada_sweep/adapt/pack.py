@@ -30,7 +30,8 @@ import torch
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide
 from nada_sweep.adapt.pack_render import render_full_packed
 from nada_sweep.adapt.params import Full, render_packed
-from nada_sweep.adapt.run import RunSteps, RunSummary, StepRequest, run_steps
+from nada_sweep.adapt.layers import SEARCH_LR, most_moved
+from nada_sweep.adapt.run import LayerRequest, RunSteps, RunSummary, StepRequest, answer_alone, run_steps
 from nada_sweep.adapt.settings import AdaptConfig
 from nada_sweep.devices import resolve_device
 from nada_sweep.errors import UserError
@@ -106,7 +107,7 @@ class _Live:
     index: int
     steps: RunSteps
     rng: _RngStream
-    request: StepRequest | None = None
+    request: StepRequest | LayerRequest | None = None
 
 
 def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException]:
@@ -125,17 +126,23 @@ def train_pack(members: Sequence[PackMember]) -> list[RunSummary | BaseException
                   _RngStream(device))
             for index, member in enumerate(members)]
     try:
-        sent: list[torch.Tensor | BaseException | None] = [None] * len(live)
+        # What each member is sent next (absent: it waits). Members choosing layers are answered first, all at
+        # once; those already asking for their step wait for them, and then every member steps together.
+        sent: dict[int, torch.Tensor | BaseException | None] = {run.index: None for run in live}
         while live:
-            for run, value in zip(live, sent, strict=True):
-                _advance(run, value, results)
-                if run.request is None and members[run.index].on_end:
-                    members[run.index].on_end(results[run.index])
+            for run in live:
+                if run.index in sent:
+                    _advance(run, sent.pop(run.index), results)
+                    if run.request is None and members[run.index].on_end:
+                        members[run.index].on_end(results[run.index])
             live = [run for run in live if run.request is not None]
+            choosing = [run for run in live if isinstance(run.request, LayerRequest)]
+            answered = choosing or live
             try:
-                sent = list(_pack_step(live)) if live else []
-            except Exception as error:  # the pack's own step failed: every member records it as its own
-                sent = [error] * len(live)
+                answers = _choose_layers(choosing) if choosing else _pack_step(live)
+            except Exception as error:  # the pack's own work failed: every member records it as its own
+                answers = [error] * len(answered)
+            sent = {run.index: answer for run, answer in zip(answered, answers, strict=True)}
     except BaseException:  # interrupted (KeyboardInterrupt, or Tune stopping the trial): every member resumable
         for run in live:
             with run.rng.active():
@@ -170,6 +177,81 @@ def _w_plus(batch: FrozenBatch, n_latent: int) -> torch.Tensor:
     return w if w.ndim == 3 else w.unsqueeze(1).repeat(1, n_latent, 1)
 
 
+def _choose_layers(live: Sequence[_Live]) -> list[BaseException | None]:
+    """Every member's choice of layers (None, or the error that ended its choice); the light members' W+
+    searches as one batched search, like their steps."""
+    outcomes: dict[int, BaseException | None] = {}
+    together = []
+    for position, run in enumerate(live):
+        adaptation = run.request.adaptation
+        if adaptation.searches_layers and not adaptation.config.faithful and not isinstance(adaptation.g_train, Full):
+            together.append(position)
+            continue
+        try:  # nothing to search (k covers every candidate), a faithful search (it also computes weight
+            # gradients, as the reference does), or a full member's (its own weights)
+            with run.rng.active():
+                answer_alone(run.request)
+            outcomes[position] = None
+        except Exception as error:
+            outcomes[position] = error
+    by_iterations: dict[int, list[int]] = {}
+    for position in together:
+        by_iterations.setdefault(live[position].request.adaptation.config.auto_layer_iters, []).append(position)
+    for group in by_iterations.values():
+        _batched_search([live[position] for position in group])
+        outcomes |= dict.fromkeys(group)
+    return [outcomes[position] for position in range(len(live))]
+
+
+def _batched_search(live: Sequence[_Live]) -> None:
+    """The W+ searches of light members at once: each member's latents, noise and loss as pick_w_indices
+    draws and computes them alone, one forward and one backward for all (their rows of W+ are disjoint)."""
+    adaptations = [run.request.adaptation for run in live]
+    generator = adaptations[0].g_frozen
+    iterations = adaptations[0].config.auto_layer_iters  # the same for every member of one batched search
+    starts, noise_maps = [], []
+    for run, adaptation in zip(live, adaptations, strict=True):
+        with run.rng.active():  # in the order the member draws them alone: its latents, then each pass's noise
+            w0 = adaptation.search_start()
+            starts.append(w0.detach().unsqueeze(1).repeat(1, generator.n_latent, 1))
+            noise_maps.append([_noise(generator, adaptation, len(w0)) for _ in range(iterations)])
+    sizes = [len(start) for start in starts]
+    w_start = torch.cat(starts)
+    w_plus = w_start.clone().requires_grad_(True)
+    optimiser = torch.optim.SGD([w_plus], lr=SEARCH_LR)
+    trained = [p for adaptation in adaptations for p in adaptation.g_train.parameters()]
+    previous = [p.requires_grad for p in trained]
+    for p in trained:
+        p.requires_grad_(False)
+    try:
+        for step in range(iterations):
+            noise = [torch.cat(maps) for maps in zip(*(member[step] for member in noise_maps), strict=True)]
+            images = render_packed([a.g_train for a in adaptations], sizes, [w_plus], input_is_latent=True,
+                                   noise=noise)[0]
+            with adaptations[0].clip_precision():
+                embeddings = [clip.encode_images(images).split(sizes) for clip, _ in adaptations[0].guidance.models]
+            losses = [adaptation.selection_loss(member_images, [per_model[i] for per_model in embeddings])
+                      for i, (adaptation, member_images) in enumerate(zip(adaptations, images.split(sizes)))]
+            optimiser.zero_grad()
+            torch.stack(losses).sum().backward()
+            optimiser.step()
+    finally:
+        for p, flag in zip(trained, previous, strict=True):
+            p.requires_grad_(flag)
+            p.grad = None
+    movements = (w_plus.detach() - w_start).abs().mean(dim=-1).split(sizes)
+    for adaptation, movement in zip(adaptations, movements, strict=True):
+        adaptation.use_layers(most_moved(movement.mean(dim=0), adaptation.config.k, adaptation.candidates))
+
+
+def _noise(generator, adaptation: Adaptation, size: int) -> list[torch.Tensor]:
+    """The noise maps of one pass of `size` samples: drawn as the generator draws them for this member alone
+    (from the RNG stream active), or its fixed maps."""
+    if adaptation.randomize_noise:
+        return generator.make_noise(size)
+    return [getattr(generator.noises, f"noise_{i}").expand(size, -1, -1, -1) for i in range(generator.num_layers)]
+
+
 def _pack_step(live: Sequence[_Live]) -> list[torch.Tensor]:
     """One optimiser step of every live member; each member's loss, as its own train_step would return it.
 
@@ -196,12 +278,8 @@ def _batched_step(live: Sequence[_Live]) -> list[torch.Tensor]:
     sizes = [w.shape[0] for w in latents]
     noise_maps = []
     for run, adaptation, size in zip(live, adaptations, sizes, strict=True):
-        if adaptation.randomize_noise:
-            with run.rng.active():  # what the generator would draw for this member alone, in the same order
-                noise_maps.append(generator.make_noise(size))
-        else:
-            noise_maps.append([getattr(generator.noises, f"noise_{i}").expand(size, -1, -1, -1)
-                               for i in range(generator.num_layers)])
+        with run.rng.active():
+            noise_maps.append(_noise(generator, adaptation, size))
     noise = [torch.cat(maps) for maps in zip(*noise_maps, strict=True)]
     for adaptation in adaptations:
         adaptation.optimiser.zero_grad(set_to_none=True)

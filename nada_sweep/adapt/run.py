@@ -75,9 +75,25 @@ class StepRequest:
     batch: FrozenBatch
 
 
-# A run as a generator: it yields each training step for its driver to take and is sent back the step's loss;
-# alone the driver takes the step as it is, a pack (nada_sweep.adapt.pack) batches the steps of its members.
-RunSteps = Generator[StepRequest, torch.Tensor, RunSummary]
+@dataclass
+class LayerRequest:
+    """What a run with adaptive layer selection asks first on the steps that choose: `adaptation`'s layers."""
+
+    adaptation: Adaptation
+
+
+# A run as a generator: it yields each training step (and each choice of layers) for its driver to take and is
+# sent back the step's loss (None for a choice); alone the driver answers as answer_alone does, a pack
+# (nada_sweep.adapt.pack) batches the steps and the layer searches of its members.
+RunSteps = Generator[StepRequest | LayerRequest, torch.Tensor | None, RunSummary]
+
+
+def answer_alone(request: StepRequest | LayerRequest) -> torch.Tensor | None:
+    """Take a run's request by itself: its layer choice, or its optimiser step (the loss)."""
+    if isinstance(request, LayerRequest):
+        request.adaptation.choose_layers()
+        return None
+    return request.adaptation.train_step(request.batch)
 
 
 def run_adaptation(
@@ -101,11 +117,11 @@ def run_adaptation(
         request = next(steps)
         while True:
             try:
-                loss = request.adaptation.train_step(request.batch)
+                answer = answer_alone(request)
             except BaseException as error:
                 request = steps.throw(error)  # the run records it as its own failure, then raises it again
             else:
-                request = steps.send(loss)
+                request = steps.send(answer)
     except StopIteration as finished:
         return finished.value
 
@@ -182,7 +198,9 @@ def _train(
     for step in range(progress.step, config.steps):
         # The loss stays on the device until the evaluation: reading it every step would make the CPU wait
         # for the GPU each time instead of queueing the next step's work.
-        progress.losses.append((yield StepRequest(adaptation, adaptation.prepare_step(step, frozen))))
+        if adaptation.chooses_layers_at(step):
+            yield LayerRequest(adaptation)
+        progress.losses.append((yield StepRequest(adaptation, frozen.next_batch(config.batch))))
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
             losses = progress.take_losses()
