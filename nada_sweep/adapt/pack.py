@@ -14,7 +14,8 @@ checkpoint stores its own stream. A member that fails or diverges leaves the pac
 others go on.
 
 Full and light members pack apart (pack_key). Refused in packs: the live frozen side with style mixing (the
-generator draws the crossover from Python's RNG); the sweep's frozen bank gives each member its W+.
+generator draws the crossover from Python's RNG; the sweep's frozen bank gives each member its W+), and full
+members with adaptive layer selection (they do not stay equal to their alone runs: pack_problem).
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def pack_key(config: AdaptConfig) -> tuple:
 def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
     """Why these runs cannot form one pack, or None."""
     # Measured (tiny models, CPU): a full member with layer selection leaves its alone run by 1e-2..8e-1 in its
-    # weights within 24 steps, even with every first step of a layer taken alone (_pack_step). Full trains with
-    # Adam at beta1 = 0, so every step divides each gradient element by that element's own RMS: the many conv
-    # weights whose gradients stay near zero take O(lr) steps decided by float rounding, and a batched pass
-    # rounds differently from a single one (grouped conv and batched CLIP are close, not bitwise equal). At
-    # k = 0 every layer's RMS starts from the first step's large gradient, which keeps later steps insensitive.
+    # weights within 24 steps, even with each layer's first step taken alone (_pack_step). Full trains with Adam
+    # at beta1 = 0: each step is g / RMS(g) per element, so an element whose gradient is near zero against its
+    # own past magnitude takes a step of O(lr) set by float rounding, and a batched pass rounds differently from
+    # a single one (grouped conv weight gradients, batched CLIP: close, not bitwise equal). At k = 0 every RMS
+    # starts from the first step's large (nudged) gradient, which keeps later steps small and insensitive; a
+    # layer first chosen later starts from ordinary gradient sizes.
     if len(configs) > 1 and any(config.params == Full.name and config.selects_layers for config in configs):
         return f"{Full.name!r} runs with adaptive layer selection (k > 0) train alone"
     if len({config.params == Full.name for config in configs}) > 1:
