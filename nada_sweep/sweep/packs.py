@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from nada_sweep.adapt.settings import AdaptConfig
 
 _LIVE_MIXING = "faithful trials with style mixing draw their crossover per render (the live frozen side)"
-# adapt.pack can train full members together, but with layer selection their weights match alone runs only to
-# ~3e-3 (Adam's first step on a newly chosen layer) and on CPU they are not faster yet: the sweep keeps them alone.
+# adapt.pack can train full members together, but with layer selection it refuses them (their weights leave the
+# alone runs' by 1e-2 and more: see pack_problem) and at k = 0 they are not faster on CPU yet: the sweep keeps
+# them alone.
 _FULL = "full trials train alone in the sweep: packed full members are not yet equal to alone runs with k > 0"
 
 
