@@ -68,10 +68,10 @@ def test_trials_start_longest_first(tmp_path):
     path = make_sweep(tmp_path, """\
         - {name: sketch, target: pencil sketch}
         - {name: anime, target: anime painting, steps: 8}
-    """)
+    """, extra="pack: 1\n")
     sweep = load_sweep(path)
     specs = [driver.trial_spec(sweep, i) for i in range(len(sweep.trials))]
-    packs = driver.plan_packs(sweep, specs)  # `full` trials (the default params): each a pack of one
+    packs = driver.plan_packs(sweep, specs)  # pack: 1, each trial a pack of one
     assert [pack.index for pack in packs] == [0, 1, 2, 3]
     order = [f"{s.domain}/{s.name}" for pack in packs for s in pack.members]
     # Layer selection (k > 0) costs more per step than k = 0, and more steps cost more.

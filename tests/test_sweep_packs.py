@@ -39,15 +39,18 @@ def _histories(root: Path) -> dict[str, list[dict]]:
 
 def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n- {name: anime, target: anime painting}\n",
-                      search="params: [full, stylespace]",
-                      extra="pack: 3\nmax_concurrent: 1\n")  # one pack at a time: the light trials share one
+                      search="params: [full, stylespace]\n  k: [0, 4]",
+                      extra="pack: 3\nmax_concurrent: 1\n")  # one pack at a time: only `pack` splits them
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    # The two light trials share a pack (numbered as its Tune trial folder is); the full trials train alone.
-    assert out.count("params=stylespace (lr 0.05, pack 0)") == 2
-    assert out.count("params=full (lr 0.002),") == 2
-    assert ("packs: 3 for 4 trials, at most 3 trials each; 2 trials in 1 pack trained together, 2 alone (full "
-            "trials train alone in the sweep: packed full members are not yet equal to alone runs with k > 0)") in out
+    # Packs are numbered as their Tune trial folders are: the four light trials in two even packs (a domain
+    # each), the full trials without layer selection in one of their own; full trials with k > 0 train alone.
+    assert out.count("params=stylespace_k=0 (lr 0.05, pack 0)") == out.count("params=stylespace_k=4 (lr 0.05, pack 0)") == 1
+    assert out.count("params=stylespace_k=0 (lr 0.05, pack 1)") == 1
+    assert out.count("params=full_k=0 (lr 0.002, pack 2)") == 2
+    assert out.count("params=full_k=4 (lr 0.002),") == 2
+    assert ("packs: 5 for 8 trials, at most 3 trials each; 6 trials in 3 packs trained together, 2 alone (full "
+            "trials with adaptive layer selection (k > 0) do not stay equal to their alone runs in a pack)") in out
     assert "each pack: 1 CPU" in out
 
     path.write_text(path.read_text().replace("pack: 3", "pack: 1"))

@@ -6,7 +6,9 @@ selection. The pack only takes their training steps: one forward of all members'
 frozen generator they share (light members: member i's offsets on its own samples, `render_packed`; full
 members: each one's own weights as one grouped convolution per layer, `render_full_packed`), one CLIP forward per
 guiding model for all images, and one backward of the members' summed losses (their numbers are disjoint,
-so each gets exactly its own gradient).
+so each gets exactly its own gradient). Light members' layer choices (LayerRequest) are taken the same way: one
+batched W+ search of all members that search with the same number of iterations. Members also share their
+evaluation's source images and embeddings (run_steps' eval_sources).
 
 Each member keeps its own torch RNG stream: the pack swaps the member's state in whenever it runs the member's
 code or draws the member's noise maps, so a member draws exactly the latents and noise it draws alone and its

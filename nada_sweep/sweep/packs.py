@@ -1,9 +1,9 @@
 """The sweep's trials grouped into packs, the trials one Ray worker trains together (nada_sweep.adapt.pack).
 
 Trials share a pack when nada_sweep.adapt.pack.pack_key lets them (one generator, the same guiding CLIP models,
-device and precision; a light parametrization: the sweep trains `full` trials alone) and their frozen side comes as one W+ per step (the
-sweep's shared bank, or no style mixing); any other trial is a pack of one, trained alone exactly as before
-packs existed. Within one key the trials are taken in the sweep's order, domain by domain, so a domain's trials
+device and precision; `full` trials pack apart from light ones, and only without layer selection) and their
+frozen side comes as one W+ per step (the sweep's shared bank, or no style mixing); any other trial is a pack of
+one, trained alone exactly as before packs existed. Within one key the trials are taken in the sweep's order, domain by domain, so a domain's trials
 share packs: they train side by side and reach each early-stopping rung in the same pack step, and a domain's
 results arrive together in the gallery. Packs then start longest first.
 """
@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from nada_sweep.adapt.settings import AdaptConfig
 
 _LIVE_MIXING = "faithful trials with style mixing draw their crossover per render (the live frozen side)"
-# adapt.pack can train full members together, but with layer selection it refuses them (their weights leave the
-# alone runs' by 1e-2 and more: see pack_problem) and at k = 0 they are not faster on CPU yet: the sweep keeps
-# them alone.
-_FULL = "full trials train alone in the sweep: packed full members are not yet equal to alone runs with k > 0"
+# Packed full members with layer selection leave their alone runs' weights by 1e-2 and more (see
+# nada_sweep.adapt.pack.pack_problem); at k = 0 they stay within 3e-7 and share packs like light trials.
+_FULL_SELECTING = "full trials with adaptive layer selection (k > 0) do not stay equal to their alone runs in a pack"
 
 
 def alone_reason(config: AdaptConfig) -> str | None:
@@ -28,7 +27,7 @@ def alone_reason(config: AdaptConfig) -> str | None:
 
     if config.faithful and config.mixing > 0:
         return _LIVE_MIXING
-    return _FULL if config.params == Full.name else None
+    return _FULL_SELECTING if config.params == Full.name and config.selects_layers else None
 
 
 def group_packs(configs: Sequence[AdaptConfig], size: int, at_once: int = 1) -> list[list[int]]:
