@@ -69,8 +69,9 @@ def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
     # at beta1 = 0: each step is g / RMS(g) per element, so an element whose gradient is near zero against its
     # own past magnitude takes a step of O(lr) set by float rounding, and a batched pass rounds differently from
     # a single one (grouped conv weight gradients, batched CLIP: close, not bitwise equal). At k = 0 every RMS
-    # starts from the first step's large (nudged) gradient, which keeps later steps small and insensitive; a
-    # layer first chosen later starts from ordinary gradient sizes.
+    # starts from the first step's large gradient (the direction between nearly identical images: 1e5 times
+    # later ones), which keeps later steps small and insensitive; a layer first chosen later starts from
+    # ordinary gradient sizes.
     if len(configs) > 1 and any(config.params == Full.name and config.selects_layers for config in configs):
         return f"{Full.name!r} runs with adaptive layer selection (k > 0) train alone"
     if len({config.params == Full.name for config in configs}) > 1:
