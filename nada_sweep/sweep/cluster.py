@@ -9,6 +9,7 @@ head's token, and without them Ray only says it cannot connect. That failure is 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -46,10 +47,16 @@ def ray_for_run(address: str | None, verbose: bool) -> Iterator[Callable[[], Non
     if owns_ray:
         start_ray(address, verbose)
     stopping: threading.Thread | None = None
+    collecting = gc.isenabled()
 
     def release() -> None:
         nonlocal stopping
         if owns_ray and stopping is None:
+            # A Ray handle freed while Ray stops calls into a stopped core worker, which ends the whole process
+            # (seen in a demo run: exit 1, no summary, no report). Free the unreachable ones now, and
+            # collect no cycles while the stop runs beside the report.
+            gc.collect()
+            gc.disable()
             stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
             stopping.start()
 
@@ -59,6 +66,8 @@ def ray_for_run(address: str | None, verbose: bool) -> Iterator[Callable[[], Non
         release()
         if stopping is not None:
             stopping.join()
+            if collecting:
+                gc.enable()
 
 
 def start_ray(address: str | None, verbose: bool) -> None:
