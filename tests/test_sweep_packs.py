@@ -44,13 +44,13 @@ def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     # Packs are numbered as their Tune trial folders are: the four light trials in two even packs (a domain
-    # each), the full trials without layer selection in one of their own; full trials with k > 0 train alone.
+    # each); the full trials train alone.
     assert out.count("params=stylespace_k=0 (lr 0.05, pack 0)") == out.count("params=stylespace_k=4 (lr 0.05, pack 0)") == 1
     assert out.count("params=stylespace_k=0 (lr 0.05, pack 1)") == 1
-    assert out.count("params=full_k=0 (lr 0.002, pack 2)") == 2
-    assert out.count("params=full_k=4 (lr 0.002),") == 2
-    assert ("packs: 5 for 8 trials, at most 3 trials each; 6 trials in 3 packs trained together, 2 alone (full "
-            "trials with adaptive layer selection (k > 0) do not stay equal to their alone runs in a pack)") in out
+    assert out.count("params=full_k=0 (lr 0.002),") == out.count("params=full_k=4 (lr 0.002),") == 2
+    assert ("packs: 6 for 8 trials, at most 3 trials each; 4 trials in 2 packs trained together, 4 alone (full "
+            "trials train alone in the sweep: with k > 0 they do not stay equal to their alone runs, and at k = 0 "
+            "packs of them were slower at 512 channels)") in out
     assert "each pack: 1 CPU" in out
 
     path.write_text(path.read_text().replace("pack: 3", "pack: 1"))
