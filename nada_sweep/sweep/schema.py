@@ -99,9 +99,10 @@ class EarlyStopping(BaseModel):
 
 
 # Most trials per pack when the sweep file sets no `pack`, by where the packs train (resources.gpus > 0: "gpu").
-# CPU: a pack of 8 light trials trains 1.4x to 1.5x the trials per hour of 8 trials alone on one core (benchmarks/README.md),
-# and since the sweep spreads trials over the packs that train at once, a large N leaves no core idle. GPU: not
-# yet measured (the GPU smoke's pack check measures 8), so 4 stays a guess until a GPU run says otherwise.
+# CPU: a pack of 8 light trials trains 1.4x to 1.5x the trials per hour of the same 8 alone on one core
+# (benchmarks/README.md), and since the sweep spreads trials over the packs that train at once, a large N leaves
+# no core idle. GPU: not yet measured (the GPU smoke's pack check measures 8), so 4 stays a guess until a GPU run
+# says otherwise.
 # Change it here when measurements say otherwise (benchmarks/pack_throughput.py, the demo's time in README).
 DEFAULT_PACK: dict[str, int] = {"cpu": 8, "gpu": 4}
 
