@@ -70,22 +70,46 @@ def pick_w_indices(
     `weight_gradients=True` reproduces the reference, which leaves every generator weight requiring
     gradients during this search; the chosen indices are the same, the work is not.
     """
-    previous = [p.requires_grad for p in generator.parameters()]
-    generator.requires_grad_(weight_gradients)
+    def loss_of(w_plus: torch.Tensor, iteration: int) -> torch.Tensor:
+        return loss_fn(generator([w_plus], input_is_latent=True, randomize_noise=randomize_noise)[0])
+
     w_start = w0.detach().unsqueeze(1).repeat(1, generator.n_latent, 1)
+    movement = w_plus_movement(list(generator.parameters()), w_start, loss_of, iters,
+                               weight_gradients=weight_gradients, lr=lr)
+    return most_moved(movement.mean(dim=0), k, candidates)
+
+
+def w_plus_movement(
+    parameters: Sequence[nn.Parameter],
+    w_start: torch.Tensor,
+    loss_of: Callable[[torch.Tensor, int], torch.Tensor],
+    iters: int,
+    *,
+    weight_gradients: bool = False,
+    lr: float = SEARCH_LR,
+) -> torch.Tensor:
+    """SGD on a copy of the W+ codes `w_start` [n, n_latent, style_dim] against `loss_of(w_plus, iteration)`;
+    how far each sample's code of each index moved, [n, n_latent] (mean over style_dim).
+
+    The generator's `parameters` require gradients during the search only with `weight_gradients`, and keep
+    neither their gradients nor a changed flag afterwards (a pack passes every member's).
+    """
+    previous = [p.requires_grad for p in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(weight_gradients)
     w_plus = w_start.clone().requires_grad_(True)
     optimiser = torch.optim.SGD([w_plus], lr=lr)
-    for _ in range(iters):
-        image = generator([w_plus], input_is_latent=True, randomize_noise=randomize_noise)[0]
-        loss = loss_fn(image)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    for parameter, flag in zip(generator.parameters(), previous):
-        parameter.requires_grad_(flag)
-        parameter.grad = None
-    movement = (w_plus.detach() - w_start).abs().mean(dim=-1).mean(dim=0)
-    return most_moved(movement, k, candidates)
+    try:
+        for iteration in range(iters):
+            loss = loss_of(w_plus, iteration)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        for parameter, flag in zip(parameters, previous, strict=True):
+            parameter.requires_grad_(flag)
+            parameter.grad = None
+    return (w_plus.detach() - w_start).abs().mean(dim=-1)
 
 
 def most_moved(movement: torch.Tensor, k: int, candidates: Sequence[int] | None = None) -> list[int]:

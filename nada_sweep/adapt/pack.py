@@ -33,7 +33,7 @@ import torch
 from nada_sweep.adapt.nada import Adaptation, FrozenBatch, FrozenSide
 from nada_sweep.adapt.pack_render import render_full_packed
 from nada_sweep.adapt.params import Full, render_packed
-from nada_sweep.adapt.layers import SEARCH_LR, most_moved
+from nada_sweep.adapt.layers import most_moved, w_plus_movement
 from nada_sweep.adapt.run import LayerRequest, RunSteps, RunSummary, StepRequest, answer_alone, run_steps
 from nada_sweep.adapt.settings import AdaptConfig
 from nada_sweep.devices import resolve_device
@@ -225,32 +225,28 @@ def _batched_search(live: Sequence[_Live]) -> None:
             starts.append(w0.detach().unsqueeze(1).repeat(1, generator.n_latent, 1))
             noise_maps.append([_noise(generator, adaptation, len(w0)) for _ in range(iterations)])
     sizes = [len(start) for start in starts]
-    w_start = torch.cat(starts)
-    w_plus = w_start.clone().requires_grad_(True)
-    optimiser = torch.optim.SGD([w_plus], lr=SEARCH_LR)
-    trained = [p for adaptation in adaptations for p in adaptation.g_train.parameters()]
-    previous = [p.requires_grad for p in trained]
-    for p in trained:
-        p.requires_grad_(False)
-    try:
-        for step in range(iterations):
-            noise = [torch.cat(maps) for maps in zip(*(member[step] for member in noise_maps), strict=True)]
-            images = render_packed([a.g_train for a in adaptations], sizes, [w_plus], input_is_latent=True,
-                                   noise=noise)[0]
-            with adaptations[0].clip_precision():
-                embeddings = [clip.encode_images(images).split(sizes) for clip, _ in adaptations[0].guidance.models]
-            losses = [adaptation.selection_loss(member_images, [per_model[i] for per_model in embeddings])
-                      for i, (adaptation, member_images) in enumerate(zip(adaptations, images.split(sizes)))]
-            optimiser.zero_grad()
-            torch.stack(losses).sum().backward()
-            optimiser.step()
-    finally:
-        for p, flag in zip(trained, previous, strict=True):
-            p.requires_grad_(flag)
-            p.grad = None
-    movements = (w_plus.detach() - w_start).abs().mean(dim=-1).split(sizes)
+    members = [adaptation.g_train for adaptation in adaptations]
+
+    def loss_of(w_plus: torch.Tensor, iteration: int) -> torch.Tensor:
+        noise = [torch.cat(maps) for maps in zip(*(member[iteration] for member in noise_maps), strict=True)]
+        images = render_packed(members, sizes, [w_plus], input_is_latent=True, noise=noise)[0]
+        losses = [adaptation.selection_loss(member_images, member_embeddings)
+                  for adaptation, member_images, member_embeddings
+                  in zip(adaptations, images.split(sizes), _embeddings(adaptations[0], images, sizes))]
+        return torch.stack(losses).sum()
+
+    trained = [p for member in members for p in member.parameters()]
+    movements = w_plus_movement(trained, torch.cat(starts), loss_of, iterations).split(sizes)
     for adaptation, movement in zip(adaptations, movements, strict=True):
         adaptation.use_layers(most_moved(movement.mean(dim=0), adaptation.config.k, adaptation.candidates))
+
+
+def _embeddings(adaptation: Adaptation, images: torch.Tensor, sizes: Sequence[int]) -> list[list[torch.Tensor]]:
+    """Per member (`sizes[i]` consecutive images each), its images' embeddings by every guiding CLIP model of the
+    pack: one forward per model for all members, at the members' shared CLIP precision."""
+    with adaptation.clip_precision():
+        per_model = [clip.encode_images(images).split(list(sizes)) for clip, _ in adaptation.guidance.models]
+    return [list(member) for member in zip(*per_model, strict=True)]
 
 
 def _noise(generator, adaptation: Adaptation, size: int) -> list[torch.Tensor]:
@@ -308,11 +304,8 @@ def _batched_step(live: Sequence[_Live]) -> list[torch.Tensor]:
     else:
         images = render_packed([a.g_train for a in adaptations], sizes, [torch.cat(latents)], input_is_latent=True,
                                noise=noise)[0]
-    with adaptations[0].clip_precision():
-        embeddings = [clip.encode_images(images).split(sizes) for clip, _ in adaptations[0].guidance.models]
-    losses = [
-        adaptation.loss_of(member_images, request.batch, [per_model[i] for per_model in embeddings])
-        for i, (adaptation, request, member_images) in enumerate(zip(adaptations, requests, images.split(sizes)))
-    ]
+    losses = [adaptation.loss_of(member_images, request.batch, member_embeddings)
+              for adaptation, request, member_images, member_embeddings
+              in zip(adaptations, requests, images.split(sizes), _embeddings(adaptations[0], images, sizes))]
     torch.stack(losses).sum().backward()
     return [adaptation.finish_step(loss) for adaptation, loss in zip(adaptations, losses, strict=True)]
