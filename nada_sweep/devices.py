@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import os
 import re
@@ -48,6 +49,7 @@ def local_resources() -> tuple[float, float]:
     return float(cpus), float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
+@functools.cache
 def reuse_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for the next tensors instead of handing it back to the kernel.
 
