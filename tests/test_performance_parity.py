@@ -24,6 +24,9 @@ from nada_sweep.models.checkpoints import load_generator
 
 CPU = torch.device("cpu")
 REL = 1e-4
+# Inductor reorders and fuses reductions: a gradient that sums over every pixel (a noise weight's) carries the
+# most rounding. Measured on a CI machine: 1.7e-4 relative for conv1.noise.weight; a wrong kernel is off by O(1).
+COMPILED_GRAD_REL = 1e-3
 
 
 def _adaptation(config, faithful: bool) -> Adaptation:
@@ -184,6 +187,6 @@ def test_compiled_generator_trains_like_the_eager_one(tiny_config):
         assert (pe.grad is None) == (pc.grad is None), name
         if pe.grad is not None:
             scale = pe.grad.abs().max().item() + 1e-12
-            assert (pe.grad - pc.grad).abs().max().item() <= REL * scale, name
+            assert (pe.grad - pc.grad).abs().max().item() <= COMPILED_GRAD_REL * scale, name
             graded += 1
     assert graded > 0
