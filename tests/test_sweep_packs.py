@@ -272,3 +272,21 @@ def test_ctrl_c_during_a_packed_sweep_then_resume_reruns_no_finished_member(tmp_
     resumed = (long / "metrics.jsonl").read_text().splitlines()
     assert resumed[: len(first_evals)] == first_evals  # continued from its own checkpoint, not restarted
     assert [json.loads(text)["step"] for text in resumed] == list(range(4, 29, 4))  # no eval lost or repeated
+
+
+def test_long_domains_share_packs_and_packs_fill_the_workers_in_whole_rounds():
+    from nada_sweep.adapt.settings import AdaptConfig
+    from nada_sweep.sweep.packs import group_packs
+
+    # 20 light trials, a domain each, the odd ones 200 steps and the even ones 20, 8 a pack, 2 packs at once:
+    # 4 packs of 5 (not 7, 7 and 6, whose third would train alone), the long domains in the first two packs.
+    base = AdaptConfig(generator="builtin:tiny", clip=[{"name": "builtin:tiny"}], source="photo", target="sketch",
+                       params="stylespace")
+    configs = [base.model_copy(update={"steps": 200 if i % 2 else 20}) for i in range(20)]
+    packs = group_packs(configs, [f"d{i}" for i in range(20)], size=8, at_once=2)
+    assert [len(pack) for pack in packs] == [5, 5, 5, 5]
+    assert {configs[i].steps for pack in packs[:2] for i in pack} == {200}
+    assert sorted(i for pack in packs for i in pack) == list(range(20))
+    # A domain's trials stay in one pack whatever their lengths.
+    packs = group_packs(configs[:4], ["a", "b", "a", "b"], size=2, at_once=1)
+    assert sorted(sorted(pack) for pack in packs) == [[0, 2], [1, 3]]

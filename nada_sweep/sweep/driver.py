@@ -120,7 +120,8 @@ def pack_spec(sweep: ResolvedSweep, index: int, members: list[TrialSpec]) -> Pac
 def plan_packs(sweep: ResolvedSweep, specs: list[TrialSpec], at_once: int = 1) -> list[PackSpec]:
     """The trials' specs (in sweep.trials order) in packs of at most sweep.pack_size, spread over at least
     `at_once` packs (those that train at the same time) while there are trials enough, longest pack first."""
-    packs = group_packs([spec.adapt_config() for spec in specs], sweep.pack_size, at_once)
+    packs = group_packs([spec.adapt_config() for spec in specs], [spec.domain for spec in specs],
+                        sweep.pack_size, at_once)
     return [pack_spec(sweep, index, [specs[i] for i in members]) for index, members in enumerate(packs)]
 
 

@@ -3,9 +3,11 @@
 Trials share a pack when nada_sweep.adapt.pack.pack_key lets them (one generator, the same guiding CLIP models,
 device and precision; light modes only: the sweep trains `full` trials alone, see _FULL) and their frozen side
 comes as one W+ per step (the sweep's shared bank, or no style mixing); any other trial is a pack of one,
-trained alone exactly as before packs existed. Within one key the trials are taken in the sweep's order, domain
-by domain, so a domain's trials share packs: they train side by side and reach each early-stopping rung in the
-same pack step, and a domain's results arrive together in the gallery. Packs then start longest first.
+trained alone exactly as before packs existed. Within one key the trials are taken domain by domain, so a
+domain's trials share packs: they train side by side and reach each early-stopping rung in the same pack step,
+and a domain's results arrive together in the gallery. The domains go longest first, so that long trials share
+packs with long ones: a pack steps until its longest member is done, and a short member beside a long one only
+lengthens neither. Packs then start longest first.
 """
 
 from __future__ import annotations
@@ -33,15 +35,20 @@ def alone_reason(config: AdaptConfig) -> str | None:
     return _FULL if config.params == Full.name else None
 
 
-def group_packs(configs: Sequence[AdaptConfig], size: int, at_once: int = 1) -> list[list[int]]:
-    """Indices of `configs` (the sweep's trials in order) in packs of at most `size`, longest pack first.
+def group_packs(configs: Sequence[AdaptConfig], domains: Sequence[str], size: int, at_once: int = 1
+                ) -> list[list[int]]:
+    """Indices of `configs` (the sweep's trials in order, of `domains`) in packs of at most `size`, longest
+    pack first.
 
     The trials that can share packs are spread evenly over as few packs as `size` allows, but over no fewer
-    than `at_once` (the packs the cluster trains at the same time) while there are trials enough: one pack of
-    8 on a 2-core machine would leave a core idle where two packs of 4 use both.
+    than `at_once` (the packs the cluster trains at the same time) while there are trials enough, and over a
+    multiple of `at_once` where that stays within the trials: one pack of 8 on a 2-core machine would leave
+    a core idle where two packs of 4 use both, and 20 trials in packs of 7, 7 and 6 would end with one pack
+    training alone where 4 packs of 5 end two by two.
     """
     from nada_sweep.adapt.pack import pack_key
 
+    costs = [estimated_cost(config) for config in configs]
     groups: dict[object, list[int]] = {}
     packs: list[list[int]] = []
     for index, config in enumerate(configs):
@@ -50,9 +57,15 @@ def group_packs(configs: Sequence[AdaptConfig], size: int, at_once: int = 1) -> 
         else:
             groups.setdefault(pack_key(config), []).append(index)
     for members in groups.values():
+        longest: dict[str, float] = {}
+        first: dict[str, int] = {}
+        for index in members:
+            longest[domains[index]] = max(longest.get(domains[index], 0.0), costs[index])
+            first.setdefault(domains[index], index)
+        members = sorted(members, key=lambda i: (-longest[domains[i]], first[domains[i]], i))
         count = max(math.ceil(len(members) / size), min(len(members), at_once))
+        count = min(len(members), math.ceil(count / at_once) * at_once)
         packs += [members[i * len(members) // count:(i + 1) * len(members) // count] for i in range(count)]
-    costs = [estimated_cost(config) for config in configs]
     order = sorted(range(len(packs)), key=lambda i: (-sum(costs[j] for j in packs[i]), packs[i][0]))
     return [packs[i] for i in order]
 

@@ -198,7 +198,8 @@ def print_plan(sweep: ResolvedSweep, console: Console) -> None:
     # An adaptive search's trials are not known before it runs: its bounds stand in for the steps column.
     trials = sweep.probe_trials() if sweep.adaptive else sweep.trials
     # As a run started here splits them (a run on another cluster splits them for that cluster's size).
-    packs = group_packs([sweep.adapt_config(trial) for trial in sweep.trials], sweep.pack_size,
+    packs = group_packs([sweep.adapt_config(trial) for trial in sweep.trials],
+                        [trial.domain for trial in sweep.trials], sweep.pack_size,
                         sweep.packs_at_once(*local_resources()))
     pack_of = {index: number for number, members in enumerate(packs) if len(members) > 1 for index in members}
     by_domain: dict[str, list[str]] = {}
