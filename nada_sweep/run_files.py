@@ -209,6 +209,17 @@ class RunFolder:
                 break
         return lines
 
+    def kept_history(self) -> list[dict[str, Any]]:
+        """The eval lines that stand: all of an ended run's; of an unfinished one, those up to the step its
+        status records, where its checkpoint exists (a continued run keeps those and starts over without one)."""
+        state = self.state()
+        if state.done or state is Status.DIVERGED:
+            return self.history()
+        if not self.path(STATE).exists():
+            return []
+        step = (self.status() or {}).get("step", 0)
+        return [entry for entry in self.history() if entry.get("step", 0) <= step]
+
     def write_history(self, history: list[dict[str, Any]]) -> None:
         # Rewritten whole (it is small) so that a resumed run never holds lines past its checkpoint.
         text = "".join(json.dumps(entry) + "\n" for entry in history)

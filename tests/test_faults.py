@@ -167,9 +167,11 @@ def test_trials_of_a_lost_node_are_rescheduled_and_the_sweep_completes(tmp_path)
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_cleanly_and_the_rerun_loses_nothing(tmp_path, local_ray):
     # The interrupted run is a real `nada-sweep run` process with its own Ray; the rerun uses this module's Ray.
-    path = make_sweep(tmp_path, ONE_DOMAIN, eval_every=4, search="steps: [4, 24]")
+    # The long trial long enough to be still training when the short one has finished, on a fast machine too
+    # (with 24 steps both ended within the same half second there).
+    path = make_sweep(tmp_path, ONE_DOMAIN, eval_every=4, search="steps: [4, 120]")
     root = tmp_path / "results" / "tiny"
-    short, long = root / "trials/sketch/steps=4", root / "trials/sketch/steps=24"
+    short, long = root / "trials/sketch/steps=4", root / "trials/sketch/steps=120"
     log = tmp_path / "run.log"
     with open(log, "w") as out:
         # Its own session: Ctrl+C in a terminal signals the whole foreground group (driver and Ray's processes).
@@ -206,7 +208,15 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_rerun_loses_nothing(tmp_path, loca
     assert snapshot(short) == finished  # the finished trial was not rerun: not one of its files was rewritten
     resumed = (long / "metrics.jsonl").read_text().splitlines()
     assert resumed[: len(first_evals)] == first_evals  # continued from its checkpoint, not restarted
-    assert [json.loads(text)["step"] for text in resumed] == list(range(4, 25, 4))  # no eval lost or repeated
+    assert [json.loads(text)["step"] for text in resumed] == list(range(4, 121, 4))  # no eval lost or repeated
+    # The rerun replayed the first run's evaluations of the long trial to Tune; TensorBoard logged none of them
+    # twice, and every evaluation of the rerun. (The interrupted run may lose its last ones: the interrupt can
+    # come between a trial's report and the driver's logging of it.)
+    from test_trackers import _events
+
+    steps = [event.step for event in _events(root / "tensorboard/sketch/steps=120").Scalars("ray/tune/clip_direction")]
+    assert steps == sorted(set(steps))
+    assert set(range(json.loads(first_evals[-1])["step"] + 4, 121, 4)) <= set(steps)
     assert not (long / "state.pt").exists()
 
 

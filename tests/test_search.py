@@ -20,6 +20,7 @@ from sweep_helpers import make_sweep, status, statuses, wait_for
 
 from nada_sweep.cli import main
 from nada_sweep.errors import UserError
+from nada_sweep.metric_rules import best_entry
 from nada_sweep.run_files import RunFolder, Status
 from nada_sweep.sweep import driver
 from nada_sweep.sweep.load import load_sweep
@@ -206,7 +207,9 @@ CLI = [sys.executable, "-m", "nada_sweep.cli"]
 def test_an_interrupted_optuna_sweep_resumes_with_its_searchers_history(tmp_path, local_ray):
     from test_faults import end_session, lock_owner
 
-    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n", steps=12, eval_every=4,
+    # 48 steps: long enough that the second trial is still training when the interrupt arrives on a fast machine
+    # (at 12 it could be past its last evaluation, or done).
+    path = make_sweep(tmp_path, "- {name: sketch, target: pencil sketch}\n", steps=48, eval_every=4,
                       search="lr: {loguniform: [0.0005, 0.005]}",
                       extra="search_alg: optuna\nnum_samples: 3\nmax_concurrent: 1\nreport_every: 0\n")
     root = tmp_path / "results" / "tiny"
@@ -239,7 +242,11 @@ def test_an_interrupted_optuna_sweep_resumes_with_its_searchers_history(tmp_path
     assert [trial.params for trial in history[:2]] == [trial.params for trial in before[:2]]  # continued, not redrawn
     study = after.domain_searcher("sketch")._ot_study
     assert [round(t.params["lr"], 9) for t in study.trials] == [round(t.params["lr"], 9) for t in history]
-    assert all(t.value is not None for t in study.trials)
+    # Each trial's score is its best evaluation over its whole curve: the interrupted one's too, whose first
+    # evaluations came from the first run (replayed from its metrics.jsonl when the rerun continued it).
+    for trial, folder in zip(study.trials, sorted((root / "trials/sketch").glob("*/")), strict=True):
+        best = best_entry(RunFolder(folder).history(), "clip_direction")
+        assert trial.value == pytest.approx(best["clip_direction"], abs=1e-6), folder.name
     found = statuses(root)
     assert len(found) == 3 and {s["status"] for s in found.values()} <= {"ok", "stopped"}
     resumed = (second / "metrics.jsonl").read_text().splitlines()

@@ -78,6 +78,26 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path):
     assert [e["loss"] for e in resumed.history] == pytest.approx([e["loss"] for e in straight.history])
 
 
+def test_the_evaluations_a_continued_run_keeps(tiny_config, tmp_path):
+    """kept_history: what the sweep replays to Tune for a trial it continues, and what the continued run keeps."""
+
+    def interrupt_at_the_last_evaluation(entry):
+        if entry["step"] == tiny_config.steps:
+            raise KeyboardInterrupt
+
+    folder = RunFolder(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run_adaptation(tiny_config, folder.root, on_eval=interrupt_at_the_last_evaluation)
+    assert folder.status()["status"] == "interrupted" and folder.path("state.pt").exists()
+    assert [e["step"] for e in folder.kept_history()] == [3, 6]  # everything: nothing is left to evaluate
+    folder.update_status(folder.state(), None, step=3)  # as if it had stopped before the second evaluation
+    assert [e["step"] for e in folder.kept_history()] == [3]
+    folder.path("state.pt").unlink()  # no checkpoint: a continued run starts over
+    assert folder.kept_history() == [] and len(folder.history()) == 2
+    finished = run_adaptation(tiny_config, tmp_path / "finished")
+    assert RunFolder(tmp_path / "finished").kept_history() == finished.history
+
+
 def test_finished_run_is_not_redone_and_other_config_is_refused(tiny_config, tmp_path):
     run_adaptation(tiny_config, tmp_path / "run")
     mtime = (tmp_path / "run" / "generator.pt").stat().st_mtime_ns

@@ -25,7 +25,7 @@ from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from nada_sweep.metric_rules import SELECTABLE
 from nada_sweep.run_files import RunFolder, sample_name
 from nada_sweep.sweep.plan import ResolvedSweep
-from nada_sweep.sweep.trainable import TrialSpec, spec_of
+from nada_sweep.sweep.trainable import REPLAYED, TrialSpec, spec_of
 
 if TYPE_CHECKING:
     from ray.tune import Callback
@@ -58,6 +58,10 @@ class _ReplayedTrials:
 
     def __contains__(self, trial: Trial) -> bool:
         return trial.trial_id in self._ids
+
+    def skips(self, trial: Trial, result: dict[str, Any]) -> bool:
+        """Whether `result` is not logged: it is no evaluation, or one an earlier run made and logged."""
+        return trial in self or "step" not in result or bool(result.get(REPLAYED))
 
 
 def _metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -119,7 +123,7 @@ class TensorBoardTracker(TBXLoggerCallback):
         self._trial_result[trial] = {}
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-        if trial in self._replayed or "step" not in result:
+        if self._replayed.skips(trial, result):
             return
         step = int(result["step"])
         super().log_trial_result(iteration, trial, {**_metrics(result), TIMESTEPS_TOTAL: step})
@@ -170,7 +174,7 @@ def _mlflow_callback_class() -> type:
             self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=_params(spec))
 
         def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-            if trial in self._replayed or trial not in self._trial_runs or "step" not in result:
+            if self._replayed.skips(trial, result) or trial not in self._trial_runs:
                 return
             run_id, step = self._trial_runs[trial], int(result["step"])
             self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=_metrics(result), step=step)
@@ -232,7 +236,7 @@ def _wandb_callback_class() -> type:
                 project=self.project, config=_params(spec), **self.kwargs)
 
         def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
-            if trial in self._replayed or "step" not in result:
+            if self._replayed.skips(trial, result):
                 return
             step = int(result["step"])
             logged: dict[str, Any] = {**_metrics(result), TRAINING_ITERATION: step}  # W&B's step axis

@@ -29,6 +29,7 @@ SPEC_KEY = "trial"  # a member's TrialSpec, in the config of the stand-in trial 
 PACK_KEY = "pack"  # the Tune config entry holding a Tune trial's PackSpec
 MEMBER = "member"  # in each report: the reporting member's place in its pack
 MEMBER_ENDED = "member_ended"  # reported once by a member leaving its pack (its folder says how it ended)
+REPLAYED = "replayed"  # in a report of an evaluation an earlier run made (read from the member's metrics.jsonl)
 
 
 class BankSpec(BaseModel):
@@ -85,8 +86,8 @@ def _reportable(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pack(config: dict[str, Any], referee: Any = None) -> None:
-    """The Tune trainable: train the pack's unfinished members, replay the finished ones' metrics, report every
-    evaluation. `referee`: the early-stopping actor (nada_sweep.sweep.scheduler.PerDomainASHA), None when off.
+    """The Tune trainable: replay the evaluations each member's folder holds (REPLAYED; all of a finished
+    member's, the kept part of an interrupted one's), train the unfinished members, report every evaluation. `referee`: the early-stopping actor (nada_sweep.sweep.scheduler.PerDomainASHA), None when off.
 
     Raises, once every member has ended, when a member failed or diverged, so that Tune retries the pack (its
     finished members are then only replayed) or records it failed.
@@ -107,9 +108,12 @@ def run_pack(config: dict[str, Any], referee: Any = None) -> None:
     for position, spec in enumerate(pack.members):
         on_eval, on_end = _member_hooks(position, spec, referee)
         folder = RunFolder(spec.out_dir)
+        # Replayed so that Tune, the display, early stopping and a searcher see the whole curve: a finished
+        # member's, and the part an interrupted member's checkpoint holds (interrupted after its last
+        # evaluation, it has nothing left to report but this).
+        for entry in folder.kept_history():
+            on_eval(entry, replay=True)
         if folder.state().done or folder.state() is Status.DIVERGED:  # never trained again
-            for entry in folder.history():  # replayed so Tune, the display and early stopping see its curve
-                on_eval(entry, replay=True)
             on_end(None)
         else:
             members.append(_member(spec, on_eval, on_end))
@@ -149,7 +153,7 @@ def _member_hooks(position: int, spec: TrialSpec, referee: Any) -> tuple[Callabl
     from nada_sweep.adapt.run import StopEarly
 
     def on_eval(entry: dict[str, Any], replay: bool = False) -> None:
-        result = {**_reportable(entry), MEMBER: position}
+        result = {**_reportable(entry), MEMBER: position, **({REPLAYED: 1} if replay else {})}
         tune.report(result)
         if referee is not None:
             reason = ray.get(referee.decide.remote(spec.out_dir, spec.domain, result, spec.steps))
