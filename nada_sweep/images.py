@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
-from torchvision.utils import make_grid
 
 from nada_sweep.errors import shortened
 from nada_sweep.run_files import atomic_write
@@ -35,6 +34,10 @@ def unreadable_image(path: Path) -> str | None:
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
     """Images in [-1, 1] as one HxWx3 uint8 grid (one row by default): what PNGs and video frames hold."""
+    # Imported here: torchvision's package import takes about 1 s beside torch's (its models and ops), which every
+    # command that only checks images (validate, the sweep's driver) would pay.
+    from torchvision.utils import make_grid
+
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1),
         nrow=nrow or len(images),
