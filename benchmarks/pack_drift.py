@@ -1,14 +1,14 @@
 """How far packed members' weights drift from the same runs alone, step by step (the packs' 1e-4 promise).
 
     python benchmarks/pack_drift.py [--params stylespace] [--k 2] [--steps 20] [--members 2]
-    python benchmarks/pack_drift.py --params full --k 2 --steps 24 --lift-refusal
+    python benchmarks/pack_drift.py --params full --k 2 --steps 24 --batch-all
     python benchmarks/pack_drift.py --params full --k 2 --steps 6 --versus threads
 
 Runs `--members` trials on the built-in tiny models (lr, seed, target and lambda_global varied as in
 tests/test_pack.py; the live frozen side) once each alone (`run_adaptation`) and once as one pack
 (`train_pack`), records every trained tensor after each optimiser step and prints, per member, the largest
-absolute weight difference after each step ("!" where the chosen layers differ). `--lift-refusal` packs full
-members with layer selection, which `pack_problem` refuses, to measure why. `--versus threads` compares the
+absolute weight difference after each step ("!" where the chosen layers differ). `--batch-all` batches the steps of full
+members with layer selection too, which a pack takes one at a time (`pack._steps_alone`), to measure why. `--versus threads` compares the
 runs alone with one torch thread against the same runs alone with two instead: how far the alone run itself
 moves when only float rounding changes.
 """
@@ -70,12 +70,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--members", type=int, default=2)
-    parser.add_argument("--lift-refusal", action="store_true", help="pack full members with k > 0 anyway")
+    parser.add_argument("--batch-all", action="store_true", help="batch the steps of full members with k > 0 too")
     parser.add_argument("--versus", choices=("pack", "threads"), default="pack")
     args = parser.parse_args()
     configs = _configs(args.params, args.k, args.steps, args.members)
-    if args.lift_refusal:
-        pack.pack_problem = lambda configs: None  # measure what the refusal prevents
+    if args.batch_all:
+        pack._steps_alone = lambda adaptation: False  # measure what stepping them alone prevents
     work = Path(tempfile.mkdtemp(prefix="pack-drift-"))
     alone: Record = {}
     other: Record = {}

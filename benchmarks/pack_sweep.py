@@ -15,7 +15,6 @@ difference of a trial's final metrics between the two (packed members equal thei
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

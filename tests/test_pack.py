@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nada_sweep.adapt.bank import bank_frozen_side
+from nada_sweep.adapt import pack
 from nada_sweep.adapt.pack import PackMember, pack_key, train_pack
 from nada_sweep.adapt.params import PARAMETRIZATIONS
 from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
@@ -66,11 +67,21 @@ def test_members_equal_the_same_runs_alone(tiny_config, tmp_path, params):
         _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
 
 
-def test_full_members_with_layer_selection_are_refused(tiny_config, tmp_path):
-    configs = _members(tiny_config, "full", k=2, auto_layer_batch=2, auto_layer_iters=2)
-    with pytest.raises(UserError, match="adaptive layer selection"):
-        train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
-    assert not any(tmp_path.iterdir())
+@pytest.mark.slow
+def test_full_members_with_layer_selection_step_alone_in_the_pack(tiny_config, tmp_path, monkeypatch):
+    # They share the pack's models and process but not its batched pass (pack._steps_alone), so they end
+    # where their alone runs end, beside a full member without layer selection that the pack batches.
+    configs = _members(tiny_config, "full", k=2, auto_layer_batch=2, auto_layer_iters=2, steps=12, eval_every=6)
+    configs.append(configs[0].model_copy(update={"k": 0, "target": "watercolor"}))
+    for i, config in enumerate(configs):
+        run_adaptation(config, tmp_path / f"alone{i}")
+    batched = []
+    real_batched_step = pack._batched_step
+    monkeypatch.setattr(pack, "_batched_step", lambda live: batched.append(len(live)) or real_batched_step(live))
+    train_pack([PackMember(config, tmp_path / f"packed{i}") for i, config in enumerate(configs)])
+    assert batched and set(batched) == {1}  # only the k = 0 member went through the batched pass
+    for i in range(len(configs)):
+        _assert_same_run(tmp_path / f"alone{i}", tmp_path / f"packed{i}")
 
 
 @pytest.mark.slow

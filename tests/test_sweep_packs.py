@@ -49,7 +49,7 @@ def test_validate_shows_the_packs_and_who_trains_alone(tmp_path, capsys):
     assert out.count("params=stylespace_k=0 (lr 0.05, pack 1)") == 1
     assert out.count("params=full_k=0 (lr 0.002),") == out.count("params=full_k=4 (lr 0.002),") == 2
     assert ("packs: 6 for 8 trials, at most 3 trials each; 4 trials in 2 packs trained together, 4 alone (full "
-            "trials train alone in the sweep: with k > 0 they do not stay equal to their alone runs, and at k = 0 "
+            "trials train alone in the sweep: with k > 0 a pack steps them one at a time, and at k = 0 "
             "packs of them were slower at 512 channels)") in out
     assert "each pack: 1 CPU" in out
 

@@ -15,9 +15,10 @@ code or draws the member's noise maps, so a member draws exactly the latents and
 checkpoint stores its own stream. A member that fails or diverges leaves the pack with its own status; the
 others go on.
 
-Full and light members pack apart (pack_key). Refused in packs: the live frozen side with style mixing (the
-generator draws the crossover from Python's RNG; the sweep's frozen bank gives each member its W+), and full
-members with adaptive layer selection (they do not stay equal to their alone runs: pack_problem).
+Full and light members pack apart (pack_key). Full members with adaptive layer selection share the pack's
+models and process but take every step and search alone (_steps_alone). Refused in packs: the live frozen side
+with style mixing (the generator draws the crossover from Python's RNG; the sweep's frozen bank gives each member
+its W+).
 """
 
 from __future__ import annotations
@@ -64,16 +65,6 @@ def pack_key(config: AdaptConfig) -> tuple:
 
 def pack_problem(configs: Sequence[AdaptConfig]) -> str | None:
     """Why these runs cannot form one pack, or None."""
-    # Measured (tiny models, CPU): a full member with layer selection leaves its alone run by 1e-2..8e-1 in its
-    # weights within 24 steps, even with each layer's first step taken alone (_pack_step). Full trains with Adam
-    # at beta1 = 0: each step is g / RMS(g) per element, so an element whose gradient is near zero against its
-    # own past magnitude takes a step of O(lr) set by float rounding, and a batched pass rounds differently from
-    # a single one (grouped conv weight gradients, batched CLIP: close, not bitwise equal). At k = 0 every RMS
-    # starts from the first step's large gradient (the direction between nearly identical images: 1e5 times
-    # later ones), which keeps later steps small and insensitive; a layer first chosen later starts from
-    # ordinary gradient sizes.
-    if len(configs) > 1 and any(config.params == Full.name and config.selects_layers for config in configs):
-        return f"{Full.name!r} runs with adaptive layer selection (k > 0) train alone"
     if len({config.params == Full.name for config in configs}) > 1:
         return f"{Full.name!r} runs train their own convolution weights and pack apart from light ones"
     if len({pack_key(config) for config in configs}) > 1:
@@ -266,11 +257,12 @@ def _pack_step(live: Sequence[_Live]) -> list[torch.Tensor]:
     the sign of each gradient element, so the float rounding by which a batched pass differs from a single one
     would flip near-zero elements into differences of 2 lr. Taken alone, that step is the alone run's own
     arithmetic. Measured over 20 steps of stylespace with k = 2: drift from the alone run 3e-5 instead of 9e-4.
+    Full members with layer selection take every step alone (_steps_alone).
     """
     losses: dict[int, torch.Tensor] = {}
     for position, run in enumerate(live):
         adaptation = run.request.adaptation
-        if adaptation.untrained or _first_step_of_a_parameter(adaptation):
+        if adaptation.untrained or _steps_alone(adaptation) or _first_step_of_a_parameter(adaptation):
             with run.rng.active():
                 losses[position] = adaptation.train_step(run.request.batch)
     together = [position for position in range(len(live)) if position not in losses]
@@ -278,6 +270,20 @@ def _pack_step(live: Sequence[_Live]) -> list[torch.Tensor]:
         batched = _batched_step([live[position] for position in together])
         losses |= dict(zip(together, batched, strict=True))
     return [losses[position] for position in range(len(live))]
+
+
+def _steps_alone(adaptation: Adaptation) -> bool:
+    """Whether every step of this member runs alone: full members with adaptive layer selection.
+
+    Measured (tiny models, CPU): batched, such a member leaves its alone run by 1e-2..8e-1 in its weights within
+    24 steps, even with each layer's first step alone. Full trains with Adam at beta1 = 0: each step is
+    g / RMS(g) per element, so an element whose gradient is near zero against its own past magnitude takes a
+    step of O(lr) set by float rounding, and a batched pass rounds differently from a single one (grouped conv
+    weight gradients, batched CLIP: close, not bitwise equal). At k = 0 every RMS starts from the first step's
+    large gradient (the direction between nearly identical images: 1e5 times later ones), which keeps later
+    steps small and insensitive; a layer first chosen later starts from ordinary gradient sizes.
+    """
+    return isinstance(adaptation.g_train, Full) and adaptation.config.selects_layers
 
 
 def _first_step_of_a_parameter(adaptation: Adaptation) -> bool:

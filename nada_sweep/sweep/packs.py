@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from nada_sweep.adapt.settings import AdaptConfig
 
 _LIVE_MIXING = "faithful trials with style mixing draw their crossover per render (the live frozen side)"
-# Packed full members with layer selection leave their alone runs' weights by 1e-2 and more (see
-# nada_sweep.adapt.pack.pack_problem); at k = 0 they stay within 3e-7 but, measured on CPU, a pack of 8 is faster
-# only on the tiny models (1.31x) and slower at real widths (0.89x at 512 channels: its grouped convolutions),
-# and no GPU has measured them yet: the sweep trains full trials alone.
-_FULL = ("full trials train alone in the sweep: with k > 0 they do not stay equal to their alone runs, and at "
+# A pack takes full members with layer selection one step at a time (batched, they leave their alone runs'
+# weights by 1e-2 and more: nada_sweep.adapt.pack._steps_alone); at k = 0 they stay within 3e-7 but, measured on
+# CPU, a pack of 8 is faster only on the tiny models (1.31x) and slower at real widths (0.89x at 512 channels:
+# its grouped convolutions), and no GPU has measured them yet: the sweep trains full trials alone.
+_FULL = ("full trials train alone in the sweep: with k > 0 a pack steps them one at a time, and at "
          "k = 0 packs of them were slower at 512 channels")
 
 
