@@ -63,6 +63,11 @@ class Status(enum.StrEnum):
     def failed(self) -> bool:
         return self in (Status.FAILED, Status.DIVERGED)
 
+    @property
+    def final(self) -> bool:
+        """Never trained by a later run: done, or diverged (training again would diverge again)."""
+        return self.done or self is Status.DIVERGED
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` and rename the result onto `path` only once it is complete and on disk."""
@@ -212,12 +217,12 @@ class RunFolder:
     def kept_history(self) -> list[dict[str, Any]]:
         """The eval lines that stand: all of an ended run's; of an unfinished one, those up to the step its
         status records, where its checkpoint exists (a continued run keeps those and starts over without one)."""
-        state = self.state()
-        if state.done or state is Status.DIVERGED:
+        record = self.status() or {}
+        if Status.of(record).final:
             return self.history()
         if not self.path(STATE).exists():
             return []
-        step = (self.status() or {}).get("step", 0)
+        step = record.get("step", 0)
         return [entry for entry in self.history() if entry.get("step", 0) <= step]
 
     def write_history(self, history: list[dict[str, Any]]) -> None:

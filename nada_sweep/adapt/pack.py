@@ -184,11 +184,11 @@ def _choose_layers(live: Sequence[_Live]) -> list[BaseException | None]:
     together = []
     for position, run in enumerate(live):
         adaptation = run.request.adaptation
-        if adaptation.searches_layers and not adaptation.config.faithful and not isinstance(adaptation.g_train, Full):
+        if adaptation.searches_layers and not adaptation.config.faithful and not _steps_alone(adaptation):
             together.append(position)
             continue
         try:  # nothing to search (k covers every candidate), a faithful search (it also computes weight
-            # gradients, as the reference does), or a full member's (its own weights)
+            # gradients, as the reference does), or a full member's (it takes every step alone)
             with run.rng.active():
                 answer_alone(run.request)
             outcomes[position] = None

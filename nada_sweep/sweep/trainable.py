@@ -113,7 +113,7 @@ def run_pack(config: dict[str, Any], referee: Any = None) -> None:
         # evaluation, it has nothing left to report but this).
         for entry in folder.kept_history():
             on_eval(entry, replay=True)
-        if folder.state().done or folder.state() is Status.DIVERGED:  # never trained again
+        if folder.state().final:
             on_end(None)
         else:
             members.append(_member(spec, on_eval, on_end))
