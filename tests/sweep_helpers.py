@@ -75,3 +75,12 @@ def write_undecodable_png(path: Path) -> None:
     header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)  # 8x8, 8-bit RGB
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"not zlib data" * 4)
                      + chunk(b"IEND", b""))
+
+
+def tensorboard_events(folder: Path):
+    """Every event file under `folder`, read with TensorBoard's own reader (all scalars, images and tensors)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 from report_helpers import fake_trial, line
-from sweep_helpers import make_sweep, status, statuses, wait_for
+from sweep_helpers import make_sweep, status, statuses, tensorboard_events, wait_for
 
 from nada_sweep import run_files
 from nada_sweep.adapt.run import TrainingDiverged, run_adaptation
@@ -212,9 +212,8 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_rerun_loses_nothing(tmp_path, loca
     # The rerun replayed the first run's evaluations of the long trial to Tune; TensorBoard logged none of them
     # twice, and every evaluation of the rerun. (The interrupted run may lose its last ones: the interrupt can
     # come between a trial's report and the driver's logging of it.)
-    from test_trackers import _events
-
-    steps = [event.step for event in _events(root / "tensorboard/sketch/steps=120").Scalars("ray/tune/clip_direction")]
+    steps = [event.step for event in
+             tensorboard_events(root / "tensorboard/sketch/steps=120").Scalars("ray/tune/clip_direction")]
     assert steps == sorted(set(steps))
     assert set(range(json.loads(first_evals[-1])["step"] + 4, 121, 4)) <= set(steps)
     assert not (long / "state.pt").exists()

@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from sweep_helpers import make_sweep, statuses
+from sweep_helpers import make_sweep, statuses, tensorboard_events
 
 from nada_sweep.cli import main
 
@@ -21,14 +21,6 @@ trackers:
   mlflow:
   wandb: {mode: offline, project: nada-test}
 """
-
-
-def _events(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    events.Reload()
-    return events
 
 
 @pytest.mark.slow
@@ -67,12 +59,12 @@ def test_a_sweep_feeds_every_tracker_once_and_the_live_gallery(tmp_path, local_r
 
     # TensorBoard: one run per trial named as its folder, a scalar and a sample image per eval step.
     for trial in ("k=0", "k=4"):
-        events = _events(root / "tensorboard" / "sketch" / trial)
+        events = tensorboard_events(root / "tensorboard" / "sketch" / trial)
         metrics = (root / "trials" / "sketch" / trial / "metrics.jsonl").read_text().splitlines()
         scalars = events.Scalars("ray/tune/clip_direction")
         assert [e.step for e in scalars] == [2, 4] == [json.loads(m)["step"] for m in metrics]
         assert [(e.step, e.width, e.height) for e in events.Images("samples")] == [(2, 134, 68), (4, 134, 68)]
-    board = _events(root / "tensorboard" / "leaderboard")
+    board = tensorboard_events(root / "tensorboard" / "leaderboard")
     assert "leaderboard/text_summary" in board.Tags()["tensors"]
 
     # MLflow: a local file store in the results folder, one run per trial with its metrics per step.
